@@ -1,0 +1,1 @@
+"""Pixel-Perfect Depth engine (no ComfyUI imports)."""

@@ -1,0 +1,64 @@
+"""Shared test plumbing: where the golden fixtures live, and loading the pack the way ComfyUI does."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # test helper modules
+
+
+def parity_dir() -> Path | None:
+    """The official-code golden tensors: $PPD_PARITY_DIR, else ../shared/fixtures/parity beside the clone."""
+    env = os.environ.get("PPD_PARITY_DIR")
+    path = Path(env) if env else REPO.parent / "shared" / "fixtures" / "parity"
+    return path if (path / "README.md").is_file() else None
+
+
+@pytest.fixture(scope="session")
+def parity() -> Path:
+    path = parity_dir()
+    if path is None:
+        msg = ("golden fixtures not found: expected ../shared/fixtures/parity beside the clone "
+               "(or set PPD_PARITY_DIR)")
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg + "; under CI=true they are required")
+        pytest.skip(msg)
+    return path
+
+
+@pytest.fixture(scope="session")
+def load_fixture(parity):
+    """load_fixture("dit_tiny_cases") -> dict of tensors from that safetensors file."""
+    from safetensors.torch import load_file
+
+    cache: dict[str, dict] = {}
+
+    def _load(name: str) -> dict:
+        if name not in cache:
+            cache[name] = load_file(str(parity / f"{name}.safetensors"))
+        return cache[name]
+
+    return _load
+
+
+def load_pack():
+    """Import the repository root as ComfyUI does for custom_nodes/<pack>/__init__.py."""
+    name = "comfyui_ppd_pack"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(
+        name, REPO / "__init__.py", submodule_search_locations=[str(REPO)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def pack():
+    return load_pack()
