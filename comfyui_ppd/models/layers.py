@@ -1,0 +1,48 @@
+"""Building blocks shared by the DiT and DINOv2: MLP, multi-head attention, 2D rotary embedding."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class Mlp(nn.Module):
+    """fc1 -> GELU -> fc2 (DiT uses the tanh GELU, DINOv2 the exact one)."""
+
+    def __init__(self, dim: int, hidden: int, gelu: str) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+        self.gelu = gelu
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate=self.gelu))
+
+
+def rope_2d_tables(grid_h: int, grid_w: int, head_dim: int, base: float = 100.0,
+                   device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+    """cos/sin tables (N, head_dim) of 2D RoPE on a row-major grid: first half by row, second by column."""
+    half = head_dim // 2                                                    # F: channels per axis
+    inv_freq = 1.0 / base ** (torch.arange(0, half, 2, device=device).float() / half)  # (F/2,)
+    rows = torch.arange(grid_h, device=device).repeat_interleave(grid_w).float()      # (N,)
+    cols = torch.arange(grid_w, device=device).repeat(grid_h).float()                 # (N,)
+    angles = [torch.outer(pos, inv_freq).repeat(1, 2) for pos in (rows, cols)]        # 2 x (N, F)
+    angles = torch.cat(angles, dim=-1)                                                 # (N, head_dim)
+    return angles.cos(), angles.sin()
+
+
+def rope_tables_from_positions(positions: Tensor, head_dim: int, base: float = 100.0) -> tuple[Tensor, Tensor]:
+    """cos/sin tables (B, 1, N, head_dim) for explicit integer (row, col) positions (B, N, 2)."""
+    half = head_dim // 2
+    inv_freq = 1.0 / base ** (torch.arange(0, half, 2, device=positions.device).float() / half)
+    angles = [(positions[..., i, None].float() * inv_freq).repeat(1, 1, 2) for i in (0, 1)]
+    angles = torch.cat(angles, dim=-1)[:, None]
+    return angles.cos(), angles.sin()
+
+
+def apply_rope_2d(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate x (B, heads, N, head_dim) with rotate-half pairs inside each axis half."""
+    quarter = x.shape[-1] // 4
+    x1, x2, x3, x4 = x.split(quarter, dim=-1)            # row half = (x1, x2), column half = (x3, x4)
+    rotated = torch.cat((-x2, x1, -x4, x3), dim=-1)
+    return x * cos + rotated * sin
