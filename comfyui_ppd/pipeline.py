@@ -1,0 +1,248 @@
+"""PPDPipeline: image -> depth. Resize to the processing size, semantics once per image, Euler sampling.
+
+depth = final latent + 0.5: an affine-invariant, per-image normalised log(1 + depth), larger = farther,
+at the processing resolution (resizing back to the input size is the caller's choice).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from . import imaging
+from .errors import InputError, PPDError
+from .models.dit import PPDDiT
+from .models.encoders import SemanticEncoder
+from .sampling import make_noise, sample, sampling_timesteps
+
+TRAINING_AREA = 1024 * 768
+MIN_SIDE = 16
+ProgressCallback = Callable[[int, int], None]
+
+
+def validate_image(image: Tensor) -> Tensor:
+    """Check an RGB batch (B,3,H,W) of finite floats in [0,1]; return it as float32."""
+    if not isinstance(image, Tensor):
+        raise InputError(f"expected an image tensor (B,3,H,W), got {type(image).__name__}.")
+    if image.ndim == 3:
+        image = image[None]
+    if image.ndim != 4 or image.shape[1] != 3:
+        channels = image.shape[1] if image.ndim == 4 else "?"
+        raise InputError(f"expected an RGB image batch (B,3,H,W), got shape {tuple(image.shape)} ({channels} channels); "
+                         "convert it to RGB first (repeat a grey channel, drop an alpha channel).")
+    if image.shape[0] == 0:
+        raise InputError("the image batch is empty.")
+    if min(image.shape[-2:]) < MIN_SIDE:
+        raise InputError(f"image is {image.shape[-2]}x{image.shape[-1]} px; PPD needs at least {MIN_SIDE} px "
+                         "on each side. Use a larger image.")
+    if not image.is_floating_point():
+        raise InputError(f"expected float pixels in [0,1], got {image.dtype}; divide 8-bit images by 255.")
+    image = image.float()
+    bad = (~torch.isfinite(image)).sum().item()
+    if bad:
+        raise InputError(f"the image has {bad} NaN or infinite values; fix the node that produced it.")
+    lo, hi = image.min().item(), image.max().item()
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise InputError(f"pixel values must lie in [0,1], found {lo:.3g}..{hi:.3g}; divide 8-bit images by 255.")
+    return image.clamp(0, 1)
+
+
+def default_autocast(device: torch.device) -> torch.dtype | None:
+    """The official inference: bf16 autocast on CUDA where supported, else fp16; none on CPU/MPS."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+@dataclass
+class Prepared:
+    """An image batch ready for sampling: resized image (B,3,h,w), semantics (B,N,C), input size."""
+
+    image: Tensor
+    semantics: Tensor
+    input_size: tuple[int, int]
+
+
+@dataclass
+class DepthResult:
+    """depth (B,1,h,w) normalised log-depth; spread (B,1,h,w) across an ensemble, or None."""
+
+    depth: Tensor
+    spread: Tensor | None
+    image: Tensor
+    input_size: tuple[int, int]
+
+
+class PPDPipeline:
+    """`pipe(image, steps=4, noise=None, generator=None, resize=True)` -> depth (B,1,h,w)."""
+
+    def __init__(self, dit: PPDDiT, encoder: SemanticEncoder, *, area: int = TRAINING_AREA,
+                 autocast: torch.dtype | None | str = "auto") -> None:
+        check_pair(dit, encoder)
+        self.dit, self.encoder, self.area = dit, encoder, area
+        self._autocast = autocast
+
+    @property
+    def device(self) -> torch.device:
+        return self.dit.x_embedder.proj.weight.device
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        dtype = default_autocast(self.device) if self._autocast == "auto" else self._autocast
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    # -- stages -----------------------------------------------------------------------------
+    def preprocess(self, image: Tensor, size: tuple[int, int] | None = None, resize: bool = True) -> Tensor:
+        """Validate and resize to `size`, or to the area-preserving processing size (sides multiples of 16)."""
+        image = validate_image(image)
+        h, w = image.shape[-2:]
+        if not resize:
+            if h % 16 or w % 16:
+                raise InputError(f"with resize=False the image sides must be multiples of 16, got {h}x{w}; "
+                                 "use resize=True or crop/pad the image.")
+            return image
+        if size is None:
+            return imaging.resize_keep_aspect(image, self.area)
+        return imaging.resize_to(image, size, downscale=size[0] * size[1] < h * w)
+
+    @torch.inference_mode()
+    def encode(self, image: Tensor) -> Tensor:
+        """Semantic tokens (B, h/16*w/16, C) of a preprocessed image, computed once per image."""
+        with self.autocast():
+            return self.encoder(image.to(self.device)).float()
+
+    @torch.inference_mode()
+    def sample(self, image: Tensor, semantics: Tensor, steps: int = 4, noise: Tensor | None = None,
+               callback: ProgressCallback | None = None) -> Tensor:
+        """Euler sampling for a preprocessed image and its semantics -> depth (B,1,h,w) on the CPU."""
+        sampling_timesteps(steps)                                   # validates steps before any work
+        b, _, h, w = image.shape
+        if noise is None:
+            noise = torch.randn((b, 1, h, w))
+        if tuple(noise.shape) != (b, 1, h, w):
+            raise InputError(f"noise must have shape {(b, 1, h, w)} (batch, 1, processing height, width), "
+                             f"got {tuple(noise.shape)}.")
+        device = self.device
+        with self.autocast():
+            cond = self.dit.condition(image.to(device) - 0.5, semantics.to(device))
+            latent = sample(lambda x, t: self.dit.forward_condition(x, cond, t), noise.to(device), steps, callback)
+        if not torch.isfinite(latent).all():
+            raise PPDError("the model produced NaN/inf depth; with fp16 weights this is an overflow: "
+                           "use bf16 or fp32 precision.")
+        return (latent + 0.5).cpu()
+
+    def __call__(self, image: Tensor, steps: int = 4, noise: Tensor | None = None,
+                 generator: torch.Generator | None = None, resize: bool = True) -> Tensor:
+        """depth (B,1,h,w) = final latent + 0.5 at the processing resolution."""
+        sampling_timesteps(steps)
+        x = self.preprocess(image, resize=resize)
+        if noise is None and generator is not None:
+            noise = torch.randn((x.shape[0], 1, *x.shape[-2:]), generator=generator, device=generator.device)
+        return self.sample(x, self.encode(x), steps, noise)
+
+    # -- batches, seeds and ensembles -----------------------------------------------------------
+    def prepare(self, image: Tensor, size: tuple[int, int] | None = None, batch_size: int | None = None,
+                callback: ProgressCallback | None = None) -> Prepared:
+        """Resize and encode a batch in chunks (the encoder runs once per image)."""
+        x = self.preprocess(image, size)
+        chunk = batch_size or self.max_batch(*x.shape[-2:])
+        semantics = []
+        for start in range(0, x.shape[0], chunk):
+            semantics.append(self.encode(x[start:start + chunk]))
+            if callback:
+                callback(min(start + chunk, x.shape[0]), x.shape[0])
+        return Prepared(x, torch.cat(semantics), tuple(image.shape[-2:]))
+
+    def predict(self, prepared: Prepared, steps: int = 4, seed: int = 0, ensemble_size: int = 1,
+                batch_size: int | None = None, callback: ProgressCallback | None = None) -> DepthResult:
+        """Depth for every image; an ensemble runs `ensemble_size` seeds (seed, seed+1, ...) and merges them.
+
+        Rows (image, seed) are sampled in chunks of `batch_size` (default: from a memory estimate);
+        `callback(done, total)` counts DiT evaluations over the whole batch.
+        """
+        if ensemble_size < 1:
+            raise InputError(f"ensemble_size must be >= 1, got {ensemble_size}.")
+        n_evals = len(sampling_timesteps(steps))
+        image, sem = prepared.image, prepared.semantics
+        b, _, h, w = image.shape
+        rows = [(i, k) for i in range(b) for k in range(ensemble_size)]
+        noises = [make_noise(1, h, w, seed + k) for k in range(ensemble_size)]
+        chunk = batch_size or self.max_batch(h, w)
+        out = []
+        for start in range(0, len(rows), chunk):
+            part = rows[start:start + chunk]
+            idx = torch.tensor([i for i, _ in part])
+            noise = torch.cat([noises[k] for _, k in part])
+            done_before = start * n_evals
+
+            def step_cb(done: int, total: int, _base=done_before, _n=len(part)) -> None:
+                if callback:
+                    callback(_base + done * _n, len(rows) * n_evals)
+
+            out.append(self.sample(image[idx], sem[idx], steps, noise, step_cb))
+        members = torch.cat(out).view(b, ensemble_size, 1, h, w)
+        if ensemble_size == 1:
+            return DepthResult(members[:, 0], None, image, prepared.input_size)
+        depth, spread = merge_ensemble(members)
+        return DepthResult(depth, spread, image, prepared.input_size)
+
+    def max_batch(self, height: int, width: int) -> int:
+        """How many images fit one forward pass, from a conservative activation estimate and free memory."""
+        per_image = activation_bytes(self.dit, height, width)
+        return max(1, min(64, int(free_memory(self.device) * 0.5 // per_image)))
+
+
+def merge_ensemble(members: Tensor) -> tuple[Tensor, Tensor]:
+    """(B,N,1,h,w) -> mean and std after aligning each member to the per-pixel median by scale and shift.
+
+    PPD depth is affine-invariant, so members may differ by a scale and shift; least squares per member.
+    """
+    ref = members.median(dim=1, keepdim=True).values
+    x = members.flatten(2)                                          # (B, N, P)
+    r = ref.flatten(2).expand_as(x)
+    xm, rm = x.mean(-1, keepdim=True), r.mean(-1, keepdim=True)
+    var = ((x - xm) ** 2).mean(-1, keepdim=True)
+    cov = ((x - xm) * (r - rm)).mean(-1, keepdim=True)
+    scale = torch.where(var > 1e-12, cov / var.clamp_min(1e-12), torch.ones_like(var))
+    aligned = ((x - xm) * scale + rm).view_as(members)
+    return aligned.mean(1), aligned.std(1, unbiased=False)
+
+
+def check_pair(dit: PPDDiT, encoder: SemanticEncoder) -> None:
+    """The DiT must be trained for this encoder's semantics: widths must agree, and the kind if known."""
+    want = dit.config.semantic_dim
+    if encoder.semantic_dim != want:
+        raise InputError(f"the DiT expects {want}-wide semantic tokens but the {encoder.kind} encoder gives "
+                         f"{encoder.semantic_dim}; pair ppd.pth with depth_anything_v2_vitl.pth and "
+                         "ppd_moge.pth with the MoGe-2 model.pt.")
+    kind = getattr(dit, "semantics_kind", None)
+    if kind and kind != encoder.kind:
+        message = (f"this DiT was trained with {kind} semantics but the encoder is {encoder.kind}; pair "
+                   "ppd.pth with depth_anything_v2_vitl.pth and ppd_moge.pth with the MoGe-2 model.pt.")
+        if getattr(dit, "semantics_kind_source", "") == "metadata":
+            raise InputError(message)
+        warnings.warn(message + " (guessed from the file name)", stacklevel=3)
+
+
+def activation_bytes(dit: PPDDiT, height: int, width: int) -> int:
+    """Rough peak activation memory of one image in one DiT step (fine grid dominates; SDPA keeps no N^2)."""
+    c = dit.config
+    tokens = (height // c.patch_size) * (width // c.patch_size)
+    itemsize = 2 if dit.x_embedder.proj.weight.dtype in (torch.float16, torch.bfloat16) else 4
+    return tokens * (c.mlp_hidden + 8 * c.hidden_size) * itemsize * 2
+
+
+def free_memory(device: torch.device) -> int:
+    """Bytes free on the device (CUDA driver view), or available RAM for CPU and others."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
