@@ -239,6 +239,29 @@ def normalize_depth(depth: torch.Tensor, per_image: bool = True, lo_q: float = 0
     return (torch.stack(out) if per_image else out[0]).to(depth.dtype)
 
 
+RENDER_MODES = ("controlnet", "depth", "colormap")
+
+
+def render_depth(depth: torch.Tensor, mode: str = "controlnet", cmap: str = "spectral", per_image: bool = True,
+                 size: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPD depth (B,1,h,w), larger = farther -> (RGB (B,H,W,3), grey (B,H,W)) in [0,1].
+
+    controlnet: near = white (what depth ControlNets were trained on); depth: far = white;
+    colormap: `cmap` over far = 1 (spectral: near red, far violet, as the official run.py).
+    Normalised per image, or over the whole batch so video frames do not flicker. `size` resizes
+    (bilinear) before normalising, e.g. back to the input size.
+    """
+    if mode not in RENDER_MODES:
+        raise InputError(f"unknown render mode {mode!r}; choose one of: {', '.join(RENDER_MODES)}")
+    if size is not None and tuple(size) != tuple(depth.shape[-2:]):
+        depth = resize_depth(depth, size)
+    grey = normalize_depth(depth, per_image=per_image)[:, 0]                    # (B,H,W), far = 1
+    if mode == "controlnet":
+        grey = 1 - grey
+    rgb = colormap(grey, cmap) if mode == "colormap" else grey[..., None].expand(*grey.shape, 3)
+    return rgb.contiguous(), grey
+
+
 # ----------------------------------------------------------------------------- writers
 
 

@@ -93,7 +93,7 @@ class PPDPipeline:
 
     def autocast(self) -> contextlib.AbstractContextManager:
         dtype = default_autocast(self.device) if self._autocast == "auto" else self._autocast
-        if dtype is None:
+        if dtype is None or self.device.type != "cuda":      # autocast only where the official code uses it
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 

@@ -51,7 +51,7 @@ def make_noise(batch: int, height: int, width: int, seed: int) -> Tensor:
     Every image of the batch gets the same noise (what the official code draws for one image with
     this seed): results do not depend on batch size or chunking, and video frames stay consistent.
     """
-    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    gen = torch.Generator(device="cpu").manual_seed(int(seed) % 2 ** 64)   # ComfyUI seeds reach 2^64 - 1
     return torch.randn((1, 1, height, width), generator=gen).expand(batch, -1, -1, -1).contiguous()
 
 

@@ -1,3 +1,21 @@
-"""ComfyUI glue: NODE_CLASS_MAPPINGS for the pack. No math lives here."""
-NODE_CLASS_MAPPINGS: dict = {}
-NODE_DISPLAY_NAME_MAPPINGS: dict = {}
+"""ComfyUI glue: NODE_CLASS_MAPPINGS for the pack. No math lives here: nodes validate, call comfyui_ppd, format."""
+from .depth import PPD_DepthSampler, PPD_SemanticEncoder
+from .model import PPD_LoadModel, register_model_folder
+from .render import PPD_DepthRender, PPD_SaveDepth
+
+register_model_folder()
+
+NODE_CLASS_MAPPINGS = {
+    "PPD_LoadModel": PPD_LoadModel,
+    "PPD_SemanticEncoder": PPD_SemanticEncoder,
+    "PPD_DepthSampler": PPD_DepthSampler,
+    "PPD_DepthRender": PPD_DepthRender,
+    "PPD_SaveDepth": PPD_SaveDepth,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "PPD_LoadModel": "Load PPD Model (PPD)",
+    "PPD_SemanticEncoder": "PPD Semantic Encoder (PPD)",
+    "PPD_DepthSampler": "PPD Depth Sampler (PPD)",
+    "PPD_DepthRender": "PPD Depth Render (PPD)",
+    "PPD_SaveDepth": "Save PPD Depth (PPD)",
+}
