@@ -1,0 +1,123 @@
+"""Analytic depth maps for the geometry and metric tests, and the flying-pixel table.
+
+Every scene is ray-cast exactly through the pixel centres (u + 0.5, v + 0.5) of a pinhole camera
+with the principal point at the image centre, the convention of ``comfyui_ppd.geometry``. Depth is
+the z coordinate (metres, OpenCV frame). ``python -m tests.scenes`` prints the blur table.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+HEIGHT, WIDTH, FOV_DEG = 96, 128, 60.0
+WALL_Z = 4.0
+
+
+def focal(width: int = WIDTH, fov_deg: float = FOV_DEG) -> float:
+    """Focal length in pixels for a horizontal field of view."""
+    return (width / 2) / math.tan(math.radians(fov_deg) / 2)
+
+
+def rays(height: int = HEIGHT, width: int = WIDTH, fov_deg: float = FOV_DEG) -> torch.Tensor:
+    """(H, W, 3) float64 ray directions with z = 1 through every pixel centre."""
+    f = focal(width, fov_deg)
+    v, u = torch.meshgrid(torch.arange(height, dtype=torch.float64),
+                          torch.arange(width, dtype=torch.float64), indexing="ij")
+    return torch.stack([(u + 0.5 - width / 2) / f, (v + 0.5 - height / 2) / f, torch.ones_like(u)], -1)
+
+
+def plane_depth(d: torch.Tensor, point: tuple, normal: tuple) -> torch.Tensor:
+    """z of the hit of every ray with the plane through ``point`` with ``normal`` (inf when missed)."""
+    n, p = d.new_tensor(normal), d.new_tensor(point)
+    t = (n @ p) / (d @ n)
+    return torch.where(t > 0, t, torch.full_like(t, math.inf))
+
+
+def box_scene(height: int = HEIGHT, width: int = WIDTH) -> torch.Tensor:
+    """A fronto-parallel rectangle 2 m away in front of a wall at 4 m."""
+    d = rays(height, width)
+    z_box = 2.0
+    x, y = d[..., 0] * z_box, d[..., 1] * z_box
+    inside = (x.abs() < 0.45) & ((y - 0.05).abs() < 0.35)
+    return torch.where(inside, torch.full_like(x, z_box), torch.full_like(x, WALL_Z))
+
+
+def sphere_scene(height: int = HEIGHT, width: int = WIDTH, radius: float = 0.6,
+                 centre: tuple = (0.1, 0.0, 2.5)) -> torch.Tensor:
+    """A sphere in front of a wall at 4 m."""
+    d = rays(height, width)
+    c = d.new_tensor(centre)
+    dc, dd = d @ c, (d * d).sum(-1)
+    disc = dc ** 2 - dd * (c @ c - radius ** 2)
+    t = (dc - disc.clamp_min(0).sqrt()) / dd
+    return torch.where(disc > 0, t, torch.full_like(t, WALL_Z))
+
+
+def slanted_scene(height: int = HEIGHT, width: int = WIDTH, tilt_deg: float = 60.0) -> torch.Tensor:
+    """A single plane 3 m away, tilted by ``tilt_deg`` about the x axis (a floor-like ramp)."""
+    t = math.radians(tilt_deg)
+    return plane_depth(rays(height, width), (0.0, 0.0, 3.0), (0.0, -math.sin(t), math.cos(t)))
+
+
+SCENES = {"box": box_scene, "sphere": sphere_scene, "slanted plane": slanted_scene}
+
+
+def gaussian_blur(depth: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Blur an (H, W) map across its discontinuities, the way a regression model smears edges."""
+    r = max(1, math.ceil(3 * sigma))
+    x = torch.arange(-r, r + 1, dtype=depth.dtype)
+    k = torch.exp(-0.5 * (x / sigma) ** 2)
+    k = k / k.sum()
+    img = F.pad(depth[None, None], (r, r, r, r), mode="replicate")
+    img = F.conv2d(img, k.view(1, 1, 1, -1))
+    return F.conv2d(img, k.view(1, 1, -1, 1))[0, 0]
+
+
+def down_up(depth: torch.Tensor, factor: int) -> torch.Tensor:
+    """Bilinear downsample by ``factor`` and back up: the low-resolution-model smear."""
+    h, w = depth.shape
+    small = F.interpolate(depth[None, None], size=(h // factor, w // factor), mode="bilinear",
+                          align_corners=False, antialias=True)
+    return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+
+
+def to_ppd(depth: torch.Tensor) -> torch.Tensor:
+    """PPD's training target for a metric depth: log(1+d) normalised by its 2 % and 98 % quantiles."""
+    log_d = torch.log1p(depth.double())
+    lo, hi = torch.quantile(log_d.flatten(), torch.tensor([0.02, 0.98], dtype=torch.float64))
+    return ((log_d - lo) / (hi - lo)).float()
+
+
+def blur_table(sigmas: tuple = (1.0, 2.0, 3.0), factors: tuple = (2, 4)) -> list[dict]:
+    """Flying-pixel ratio and edge Chamfer of every scene: exact, Gaussian-blurred, bilinear down-up."""
+    from comfyui_ppd.metrics import edge_point_metrics, flying_pixel_ratio
+
+    rows = []
+    for name, render in SCENES.items():
+        gt = render().float()
+        variants = ([("exact", gt)] + [(f"blur r{s:g}", gaussian_blur(gt, s)) for s in sigmas]
+                    + [(f"down-up x{k}", down_up(gt, k)) for k in factors])
+        for label, pred in variants:
+            fly = flying_pixel_ratio(pred, focal())
+            ev = edge_point_metrics(pred, gt, focal(), kind="depth")
+            rows.append({"scene": name, "depth": label, "edge_ratio": fly["edge_ratio"],
+                         "flying": fly["flying_count"], "chamfer_mm": 1000 * ev["chamfer"],
+                         "abs_rel": ev["abs_rel"]})
+    return rows
+
+
+def format_table(rows: list[dict]) -> str:
+    """Markdown table of ``blur_table`` rows."""
+    lines = ["| scene | depth | flying / edge band | flying px | edge Chamfer (mm) | AbsRel |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['scene']} | {r['depth']} | {100 * r['edge_ratio']:.1f}% | {r['flying']} "
+                     f"| {r['chamfer_mm']:.1f} | {r['abs_rel']:.4f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(f"{HEIGHT}x{WIDTH} px, horizontal FOV {FOV_DEG:g} deg, wall at {WALL_Z:g} m")
+    print(format_table(blur_table()))
