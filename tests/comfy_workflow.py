@@ -661,23 +661,28 @@ def _run_node(node_id: str, entry: dict, cls, values: dict, prompt: dict) -> tup
 
 
 def load_image_file(path: str | os.PathLike) -> tuple:
-    """What core LoadImage returns for one file: IMAGE [1,H,W,3] float 0..1 and MASK [1,H,W] = 1 - alpha
-    (a 64x64 zero mask without alpha). Only the first frame of animated files is read."""
+    """What core LoadImage returns for one file: IMAGE [F,H,W,3] float 0..1 (every frame of an animated
+    file, as a batch) and MASK [F,H,W] = 1 - alpha (a 64x64 zero mask without alpha)."""
     import numpy as np
     import torch
-    from PIL import Image, ImageOps
+    from PIL import Image, ImageOps, ImageSequence
 
-    with Image.open(path) as img:
-        img = ImageOps.exif_transpose(img)
-        if img.mode == "I":
-            img = img.point(lambda v: v * (1 / 255))
-        rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-        if "A" in img.getbands() or (img.mode == "P" and "transparency" in img.info):
-            alpha = np.asarray(img.convert("RGBA").getchannel("A"), dtype=np.float32) / 255.0
-            mask = torch.from_numpy(1.0 - alpha)
-        else:
-            mask = torch.zeros((64, 64), dtype=torch.float32)
-    return torch.from_numpy(rgb)[None], mask[None]  # [1,H,W,3], [1,H,W]
+    images, masks = [], []
+    with Image.open(path) as file:
+        for frame in ImageSequence.Iterator(file):
+            img = ImageOps.exif_transpose(frame)
+            if img.mode == "I":
+                img = img.point(lambda v: v * (1 / 255))
+            rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+            if images and rgb.shape != images[0].shape:
+                continue                                   # LoadImage skips frames of another size
+            if "A" in img.getbands() or (img.mode == "P" and "transparency" in img.info):
+                alpha = np.asarray(img.convert("RGBA").getchannel("A"), dtype=np.float32) / 255.0
+                masks.append(torch.from_numpy(1.0 - alpha))
+            else:
+                masks.append(torch.zeros((64, 64), dtype=torch.float32))
+            images.append(rgb)
+    return torch.from_numpy(np.stack(images)), torch.stack(masks)  # [F,H,W,3], [F,H,W]
 
 
 def image_loader(input_dir: str | os.PathLike) -> Callable[[str], tuple]:

@@ -1,0 +1,106 @@
+"""The shipped workflows: UI format converted to API format, wiring checked, PPD parts executed."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import comfy_workflow as cw
+from tiny_models import write_tiny_models
+
+WORKFLOWS = sorted((Path(__file__).resolve().parents[1] / "workflows").glob("*.json"))
+
+
+@pytest.fixture()
+def env(pack, tmp_path, monkeypatch):
+    comfy = pack.nodes.comfy
+    if comfy.REAL_COMFY:
+        pytest.skip("drives the stand-in ComfyUI")
+    fp = comfy.StandinFolderPaths(tmp_path / "comfy")
+    monkeypatch.setattr(comfy, "folder_paths", fp)
+    pack.nodes.model.register_model_folder()
+    write_tiny_models(Path(fp.models_dir) / "ppd")
+    inputs = Path(fp.get_input_directory())
+    inputs.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((60, 80, 3)) * 255).astype("uint8")).save(inputs / "ppd_example.png")
+    frames = [Image.fromarray((rng.random((48, 64, 3)) * 255).astype("uint8")) for _ in range(3)]
+    frames[0].save(inputs / "ppd_frames.webp", save_all=True, append_images=frames[1:], lossless=True)
+    return fp
+
+
+def defs(pack):
+    return {**cw.load_core_node_defs(),
+            **cw.node_defs_from_classes(pack.NODE_CLASS_MAPPINGS, pack.NODE_DISPLAY_NAME_MAPPINGS)}
+
+
+def test_expected_workflows_ship_with_thumbnails():
+    names = {p.stem for p in WORKFLOWS}
+    assert {"ppd_depth_basic", "ppd_controlnet_depth", "ppd_batch_video_frames"} <= names
+    for path in WORKFLOWS:
+        assert path.with_suffix(".jpg").is_file(), f"{path.name} has no thumbnail"
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_wiring(pack, path):
+    workflow = json.loads(path.read_text())
+    assert workflow.get("version") == 0.4 and "definitions" not in workflow        # no subgraphs
+    assert cw.check_wiring(workflow, defs(pack)) == []
+    prompt = cw.ui_to_api(workflow, defs(pack))
+    assert any(e["class_type"].startswith("PPD_") for e in prompt.values())
+    third_party = {e["class_type"] for e in prompt.values()} - set(defs(pack))
+    assert not third_party, f"nodes from other packs: {third_party}"
+
+
+def run(pack, name, env):
+    workflow = json.loads((Path(__file__).resolve().parents[1] / "workflows" / f"{name}.json").read_text())
+    prompt = cw.ui_to_api(workflow, defs(pack))
+    result = cw.run_api_prompt(prompt, pack.NODE_CLASS_MAPPINGS, cw.image_loader(env.get_input_directory()),
+                               skip_core=True)
+    return prompt, result
+
+
+def by_type(prompt, kind):
+    return [i for i, e in prompt.items() if e["class_type"] == kind]
+
+
+def test_basic_workflow_runs(pack, env):
+    prompt, result = run(pack, "ppd_depth_basic", env)
+    sampler, = by_type(prompt, "PPD_DepthSampler")
+    depth, image = result.outputs[sampler]
+    assert depth["depth"].shape == (1, 1, 768, 1024) and image.shape == (1, 60, 80, 3)   # 1024x768 area
+    render, = by_type(prompt, "PPD_DepthRender")
+    assert result.outputs[render][0].shape == (1, 60, 80, 3)
+    save, = by_type(prompt, "PPD_SaveDepth")
+    assert result.ui[save]["images"]
+    written = sorted(p.name for p in (Path(env.get_output_directory()) / "ppd").iterdir())
+    assert written == ["depth_00001_.npy", "depth_00001_.png"]
+    assert set(result.skipped) == set(by_type(prompt, "PreviewImage"))
+
+
+def test_batch_workflow_runs_on_all_frames_with_one_range(pack, env):
+    prompt, result = run(pack, "ppd_batch_video_frames", env)
+    sampler, = by_type(prompt, "PPD_DepthSampler")
+    depth, _ = result.outputs[sampler]
+    assert depth["depth"].shape[0] == 3
+    render, = by_type(prompt, "PPD_DepthRender")
+    assert prompt[render]["inputs"]["normalization"] == "whole batch"
+    grey = result.outputs[render][1]
+    assert float(grey.min()) == 0.0 and float(grey.max()) == 1.0
+    per_frame_max = grey.flatten(1).max(1).values
+    assert (per_frame_max < 1).any() or (grey.flatten(1).min(1).values > 0).any()   # not stretched per frame
+    files = sorted(p.name for p in (Path(env.get_output_directory()) / "ppd").iterdir())
+    assert [f for f in files if f.endswith(".exr")] == [f"frames_0000{i}_.exr" for i in (1, 2, 3)]
+
+
+def test_controlnet_workflow_feeds_near_white_depth_to_core_controlnet(pack, env):
+    prompt, result = run(pack, "ppd_controlnet_depth", env)
+    apply, = by_type(prompt, "ControlNetApplyAdvanced")
+    sampler, = by_type(prompt, "PPD_DepthSampler")
+    assert prompt[apply]["inputs"]["image"] == [sampler, 1]                   # the depth_image output
+    assert sampler in result.outputs and apply in result.skipped              # PPD ran; core only wired
+    loader, = by_type(prompt, "ControlNetLoader")
+    assert "depth" in prompt[loader]["inputs"]["control_net_name"]
