@@ -12,6 +12,7 @@ except ImportError:
     sys.path.append(os.path.dirname(os.path.abspath(__file__)))
     import comfyui_ppd  # noqa: F401
 
-from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+if __package__:  # ComfyUI imports this folder as a package; pytest may import this file bare
+    from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
