@@ -91,9 +91,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         prepared = pipe.prepare(image)
         result = pipe.predict(prepared, steps=args.steps, seed=args.seed,
                               callback=ConsoleProgress(f"[{n}/{len(images)}] {path.name}", args.progress))
+        cloud = make_pointcloud(result.depth[0], result.image[0], args) if args.pointcloud else None
         write_depth_outputs(result.depth[0], image.shape[-2:], output_paths(out_dir, path), args)
-        if args.pointcloud:
-            write_pointcloud(result.depth[0], result.image[0], output_paths(out_dir, path)["ply"], args)
+        if cloud is not None:                     # built before any write, so a bad --near/--far writes nothing
+            from .geometry import write_ply
+            write_ply(output_paths(out_dir, path)["ply"], cloud, overwrite=args.overwrite)
         print(f"{path.name}: depth {tuple(result.depth.shape[-2:])} -> {out_dir}")
     return 0
 
@@ -108,11 +110,12 @@ def write_depth_outputs(depth: torch.Tensor, input_size: tuple[int, int], paths:
     imaging.write_png8_rgb(paths["color"], imaging.colormap(norm, "spectral").numpy(), overwrite=args.overwrite)
 
 
-def write_pointcloud(depth: torch.Tensor, image: torch.Tensor, path: Path, args: argparse.Namespace) -> None:
+def make_pointcloud(depth: torch.Tensor, image: torch.Tensor, args: argparse.Namespace):
+    """Point cloud of PPD depth (1,h,w) on its processing grid: near/far metres, --fov, the resized image's colours."""
     from . import geometry
-    cloud = geometry.depth_to_points(depth[0], image=image, kind="ppd", fov_deg=args.fov,
-                                     near=args.near, far=args.far)
-    geometry.write_ply(path, cloud, overwrite=args.overwrite)
+    metric = geometry.metric_depth(depth[0], "ppd", near=args.near, far=args.far)
+    intrinsics = geometry.camera_intrinsics(*metric.shape, fov_deg=args.fov)
+    return geometry.depth_to_point_cloud(metric, intrinsics, image.movedim(0, -1))  # image (3,h,w) -> (h,w,3)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -189,9 +192,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="auto", choices=["auto", *DTYPES], help="weight precision")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--pointcloud", action="store_true", help="also write a PLY point cloud per image")
-    p.add_argument("--fov", type=float, default=60.0, help="horizontal field of view for --pointcloud")
-    p.add_argument("--near", type=float, default=1.0, help="metres mapped to the near end (--pointcloud)")
-    p.add_argument("--far", type=float, default=10.0, help="metres mapped to the far end (--pointcloud)")
+    p.add_argument("--fov", type=float, default=60.0,
+                   help="horizontal field of view in degrees for --pointcloud (default 60)")
+    p.add_argument("--near", type=float, default=1.0,
+                   help="metres at PPD's near end, log-depth 0, for --pointcloud (default 1)")
+    p.add_argument("--far", type=float, default=10.0,
+                   help="metres at PPD's far end, log-depth 1, for --pointcloud (default 10; 5 for a room, "
+                        "50 for a street)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
     c = sub.add_parser("convert", help="keep one part of a checkpoint and write .safetensors with metadata")

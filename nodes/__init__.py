@@ -1,6 +1,8 @@
 """ComfyUI glue: NODE_CLASS_MAPPINGS for the pack. No math lives here: nodes validate, call comfyui_ppd, format."""
 from .depth import PPD_DepthSampler, PPD_SemanticEncoder
+from .metrics import PPD_EdgeMetricPreview
 from .model import PPD_LoadModel, register_model_folder
+from .pointcloud import PPD_DepthToPointCloud, PPD_SavePointCloud
 from .render import PPD_DepthRender, PPD_SaveDepth
 
 register_model_folder()
@@ -11,6 +13,9 @@ NODE_CLASS_MAPPINGS = {
     "PPD_DepthSampler": PPD_DepthSampler,
     "PPD_DepthRender": PPD_DepthRender,
     "PPD_SaveDepth": PPD_SaveDepth,
+    "PPD_DepthToPointCloud": PPD_DepthToPointCloud,
+    "PPD_SavePointCloud": PPD_SavePointCloud,
+    "PPD_EdgeMetricPreview": PPD_EdgeMetricPreview,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "PPD_LoadModel": "Load PPD Model (PPD)",
@@ -18,4 +23,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "PPD_DepthSampler": "PPD Depth Sampler (PPD)",
     "PPD_DepthRender": "PPD Depth Render (PPD)",
     "PPD_SaveDepth": "Save PPD Depth (PPD)",
+    "PPD_DepthToPointCloud": "PPD Depth to Point Cloud (PPD)",
+    "PPD_SavePointCloud": "Save Point Cloud (PPD)",
+    "PPD_EdgeMetricPreview": "PPD Edge Metric Preview (PPD)",
 }
