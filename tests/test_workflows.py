@@ -39,7 +39,8 @@ def defs(pack):
 
 def test_expected_workflows_ship_with_thumbnails():
     names = {p.stem for p in WORKFLOWS}
-    assert {"ppd_depth_basic", "ppd_controlnet_depth", "ppd_batch_video_frames"} <= names
+    assert {"ppd_depth_basic", "ppd_controlnet_depth", "ppd_batch_video_frames", "ppd_point_cloud",
+            "ppd_edge_metric"} <= names
     for path in WORKFLOWS:
         assert path.with_suffix(".jpg").is_file(), f"{path.name} has no thumbnail"
 
@@ -104,3 +105,39 @@ def test_controlnet_workflow_feeds_near_white_depth_to_core_controlnet(pack, env
     assert sampler in result.outputs and apply in result.skipped              # PPD ran; core only wired
     loader, = by_type(prompt, "ControlNetLoader")
     assert "depth" in prompt[loader]["inputs"]["control_net_name"]
+
+
+def run_with_overrides(pack, name, env, **values):
+    """Run a workflow after changing widget values of PPD nodes (tiny random models give depth far outside
+    the real model's ~[0, 1], so the point-cloud range is widened to keep every point in front of the camera)."""
+    workflow = json.loads((Path(__file__).resolve().parents[1] / "workflows" / f"{name}.json").read_text())
+    prompt = cw.ui_to_api(workflow, defs(pack))
+    for entry in prompt.values():
+        for key, value in values.items():
+            if key in entry["inputs"] and entry["class_type"].startswith("PPD_"):
+                entry["inputs"][key] = value
+    return prompt, cw.run_api_prompt(prompt, pack.NODE_CLASS_MAPPINGS, cw.image_loader(env.get_input_directory()),
+                                     skip_core=True)
+
+
+def test_point_cloud_workflow_saves_files_for_preview3d(pack, env):
+    prompt, result = run_with_overrides(pack, "ppd_point_cloud", env, near=5.0, far=6.0)
+    save, = by_type(prompt, "PPD_SavePointCloud")
+    glb, ply, _ = result.outputs[save]
+    preview, = by_type(prompt, "Preview3D")
+    assert prompt[preview]["inputs"]["model_file"] == [save, 0]               # the GLB path goes to Preview 3D
+    out = Path(env.get_output_directory())
+    assert glb.endswith(".glb") and (out / glb).is_file() and (out / ply).is_file()
+    header = (out / ply).read_bytes()[:200].decode("ascii", "replace")
+    assert "element vertex 786432" in header                                 # 1024 x 768: the native grid
+
+
+def test_edge_metric_workflow_reports_numbers(pack, env):
+    prompt, result = run_with_overrides(pack, "ppd_edge_metric", env, near=5.0, far=6.0)
+    metric, = by_type(prompt, "PPD_EdgeMetricPreview")
+    heatmap, edge_ratio, image_ratio, count, chamfer, *_, summary = result.outputs[metric]
+    assert heatmap.shape[-1] == 3 and 0 <= edge_ratio <= 1 and 0 <= image_ratio <= 1
+    assert chamfer != chamfer                                                 # NaN without ground truth
+    assert isinstance(summary, str) and summary
+    preview_any, = by_type(prompt, "PreviewAny")
+    assert prompt[preview_any]["inputs"]["source"] == [metric, 7]
