@@ -120,7 +120,6 @@ def make_pointcloud(depth: torch.Tensor, image: torch.Tensor, args: argparse.Nam
 
 def cmd_convert(args: argparse.Namespace) -> int:
     """Keep only the tensors of one part, check they load strictly, write .safetensors with metadata."""
-    from safetensors.torch import save_file
     src, dst = Path(args.input), Path(args.output)
     if dst.suffix != ".safetensors":
         raise InputError(f"the output must end in .safetensors, got {dst.name}")

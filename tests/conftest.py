@@ -62,3 +62,34 @@ def load_pack():
 @pytest.fixture(scope="session")
 def pack():
     return load_pack()
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory):
+    """Tiny random ppd.pth, depth_anything_v2_vitl.pth and moge2_vitl_normal.pt in the official layouts."""
+    from tiny_models import write_tiny_models
+    return write_tiny_models(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture()
+def image_file(tmp_path):
+    """A 50x70 RGB PNG of noise."""
+    import numpy as np
+    from PIL import Image
+    path = tmp_path / "photo.png"
+    Image.fromarray((np.random.default_rng(0).random((50, 70, 3)) * 255).astype("uint8")).save(path)
+    return path
+
+
+@pytest.fixture()
+def comfy_env(pack, tmp_path, monkeypatch):
+    """nodes.comfy pointed at a fresh stand-in ComfyUI folder tree with tiny models in models/ppd."""
+    from tiny_models import write_tiny_models
+    comfy = pack.nodes.comfy
+    if comfy.REAL_COMFY:
+        pytest.skip("these tests drive the stand-in; the real ComfyUI is checked with the harness")
+    fp = comfy.StandinFolderPaths(tmp_path / "comfy")
+    monkeypatch.setattr(comfy, "folder_paths", fp)
+    pack.nodes.model.register_model_folder()
+    write_tiny_models(tmp_path / "comfy" / "models" / "ppd")
+    return comfy

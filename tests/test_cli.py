@@ -4,26 +4,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 from safetensors import safe_open
 
 from comfyui_ppd import imaging, load_dit, load_semantic_encoder
 from comfyui_ppd.cli import main
-from tiny_models import write_tiny_models
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    return write_tiny_models(tmp_path_factory.mktemp("models"))
-
-
-@pytest.fixture()
-def image_file(tmp_path):
-    path = tmp_path / "photo.png"
-    Image.fromarray((np.random.default_rng(0).random((50, 70, 3)) * 255).astype("uint8")).save(path)
-    return path
 
 
 def predict(models, *args):

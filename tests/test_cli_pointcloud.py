@@ -4,32 +4,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pytest
 import torch
-from PIL import Image
 
 import scenes
 from comfyui_ppd import imaging
-from comfyui_ppd.cli import main
+from test_cli import predict
 from test_geometry import read_ply
-from tiny_models import write_tiny_models
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    return write_tiny_models(tmp_path_factory.mktemp("models"))
-
-
-@pytest.fixture()
-def image_file(tmp_path):
-    path = tmp_path / "photo.png"
-    Image.fromarray((np.random.default_rng(0).random((50, 70, 3)) * 255).astype("uint8")).save(path)
-    return path
-
-
-def predict(models, *args):
-    return main(["predict", *map(str, args), "--models-dir", str(models["dit"].parent),
-                 "--area", "6144", "--steps", "2", "--no-progress"])
 
 
 def ply_vertex_count(path) -> int:

@@ -10,24 +10,11 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from tiny_models import tiny_dit_state_dict, write_tiny_models
+from tiny_models import tiny_dit_state_dict
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 SOCKET_TYPES = {"IMAGE", "MASK", "PPD_MODEL", "PPD_SEMANTICS", "PPD_DEPTH", "PPD_POINTS", "STRING", "FLOAT",
                 "INT", "MOGE_GEOMETRY", "*"}
-
-
-@pytest.fixture()
-def comfy_env(pack, tmp_path, monkeypatch):
-    """A fresh stand-in ComfyUI folder tree with tiny models in models/ppd."""
-    comfy = pack.nodes.comfy
-    if comfy.REAL_COMFY:
-        pytest.skip("these tests drive the stand-in; the real ComfyUI is checked with the harness")
-    fp = comfy.StandinFolderPaths(tmp_path / "comfy")
-    monkeypatch.setattr(comfy, "folder_paths", fp)
-    pack.nodes.model.register_model_folder()
-    write_tiny_models(tmp_path / "comfy" / "models" / "ppd")
-    return comfy
 
 
 def node(pack, name):

@@ -12,25 +12,11 @@ import torch
 import scenes
 from comfyui_ppd import geometry, metrics
 from test_geometry import read_glb, read_ply
-from tiny_models import write_tiny_models
 
 H, W = scenes.HEIGHT, scenes.WIDTH
 DEPTH, DISPARITY, PPD = "depth (far = larger)", "disparity (near = larger)", "PPD log-depth"
 RED = torch.tensor([1.0, 0.0, 0.0])
 FLIP = torch.tensor([1.0, -1.0, -1.0])
-
-
-@pytest.fixture()
-def comfy_env(pack, tmp_path, monkeypatch):
-    """A fresh stand-in ComfyUI folder tree with tiny models in models/ppd."""
-    comfy = pack.nodes.comfy
-    if comfy.REAL_COMFY:
-        pytest.skip("these tests drive the stand-in; the real ComfyUI is checked with the harness")
-    fp = comfy.StandinFolderPaths(tmp_path / "comfy")
-    monkeypatch.setattr(comfy, "folder_paths", fp)
-    pack.nodes.model.register_model_folder()
-    write_tiny_models(tmp_path / "comfy" / "models" / "ppd")
-    return comfy
 
 
 @pytest.fixture()

@@ -10,7 +10,6 @@ import json
 import pytest
 import torch
 
-import comfyui_ppd
 from comfyui_ppd import PPDPipeline, load_dit, load_semantic_encoder, sampling_timesteps
 from comfyui_ppd.models.layers import apply_rope_2d, rope_tables_from_positions
 from comfyui_ppd.models.dit import TimestepEmbedder
@@ -76,7 +75,7 @@ def test_rope_units(load_fixture, grid):
 
 def test_cached_grid_rope_equals_explicit_positions(dit, load_fixture):
     f = load_fixture("dit_tiny_cases")
-    tokens, positions = f["unit.rope_8x12.tokens"], f["unit.rope_8x12.positions"]
+    tokens = f["unit.rope_8x12.tokens"]
     cos, sin = dit.rope(8, 12, torch.device("cpu"), torch.float32)    # the DiT's cached grid tables
     assert dit.rope(8, 12, torch.device("cpu"), torch.float32)[0] is cos
     assert err(apply_rope_2d(tokens, cos, sin), f["unit.rope_8x12.out"]) < UNIT_TOL

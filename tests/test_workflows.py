@@ -9,20 +9,14 @@ import pytest
 from PIL import Image
 
 import comfy_workflow as cw
-from tiny_models import write_tiny_models
 
 WORKFLOWS = sorted((Path(__file__).resolve().parents[1] / "workflows").glob("*.json"))
 
 
 @pytest.fixture()
-def env(pack, tmp_path, monkeypatch):
-    comfy = pack.nodes.comfy
-    if comfy.REAL_COMFY:
-        pytest.skip("drives the stand-in ComfyUI")
-    fp = comfy.StandinFolderPaths(tmp_path / "comfy")
-    monkeypatch.setattr(comfy, "folder_paths", fp)
-    pack.nodes.model.register_model_folder()
-    write_tiny_models(Path(fp.models_dir) / "ppd")
+def env(comfy_env):
+    """The stand-in ComfyUI with tiny models and the workflows' input files (a photo, 3 animated frames)."""
+    fp = comfy_env.folder_paths
     inputs = Path(fp.get_input_directory())
     inputs.mkdir(parents=True)
     rng = np.random.default_rng(0)
