@@ -25,12 +25,14 @@ class ViTConfig:
 
 
 class LayerScale(nn.Module):
+    """Per-channel scale of a residual branch, added to the residual in one pass."""
+
     def __init__(self, dim: int) -> None:
         super().__init__()
         self.gamma = nn.Parameter(torch.ones(dim))
 
-    def forward(self, x: Tensor) -> Tensor:
-        return x * self.gamma
+    def forward(self, branch: Tensor, residual: Tensor) -> Tensor:
+        return torch.addcmul(residual, self.gamma, branch)
 
 
 class PatchEmbed(nn.Module):
@@ -67,8 +69,8 @@ class Block(nn.Module):
         self.ls2 = LayerScale(dim)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x + self.ls1(self.attn(self.norm1(x)))
-        return x + self.ls2(self.mlp(self.norm2(x)))
+        x = self.ls1(self.attn(self.norm1(x)), x)
+        return self.ls2(self.mlp(self.norm2(x)), x)
 
 
 class DinoVisionTransformer(nn.Module):

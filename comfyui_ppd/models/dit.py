@@ -58,6 +58,14 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return torch.addcmul(shift, x, 1 + scale)
 
 
+def norm_modulate(norm: nn.LayerNorm, x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """modulate(norm(x), shift, scale); one LayerNorm pass with (1 + scale, shift) as its affine when the
+    batch shares the modulation (shift, scale: (1, 1, D), the sampler's case)."""
+    if shift.shape[0] == 1:
+        return F.layer_norm(x, norm.normalized_shape, 1 + scale.flatten(), shift.flatten(), norm.eps)
+    return modulate(norm(x), shift, scale)
+
+
 class PatchEmbed(nn.Module):
     """Conv with kernel = stride = 2 * patch_size over the 4 input channels; tokens row-major."""
 
@@ -103,11 +111,13 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
-        qkv = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
-        q, k, v = qkv.unbind(0)
-        q = apply_rope_2d(self.q_norm(q), *rope)
-        k = apply_rope_2d(self.k_norm(k), *rope)
-        out = F.scaled_dot_product_attention(q, k, v)
+        # One matmul per projection keeps q, k, v contiguous as (B, N, heads, head_dim): the per-head
+        # norms need no copy, and SDPA reads the (B, heads, N, head_dim) views through their strides.
+        q, k, v = (F.linear(x, w, b).unflatten(-1, (self.num_heads, -1))
+                   for w, b in zip(self.qkv.weight.chunk(3), self.qkv.bias.chunk(3)))
+        q = apply_rope_2d(self.q_norm(q).transpose(1, 2), *rope)
+        k = apply_rope_2d(self.k_norm(k).transpose(1, 2), *rope)
+        out = F.scaled_dot_product_attention(q, k, v.transpose(1, 2))
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))
 
 
@@ -126,8 +136,8 @@ class DiTBlock(nn.Module):
         # c: (B or 1, D) -> six (B or 1, 1, D) modulation vectors
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = \
             self.adaLN_modulation(c)[:, None].chunk(6, dim=-1)
-        x = x + gate_msa * self.attn(modulate(self.norm1(x), shift_msa, scale_msa), rope)
-        return x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        x = torch.addcmul(x, gate_msa, self.attn(norm_modulate(self.norm1, x, shift_msa, scale_msa), rope))
+        return torch.addcmul(x, gate_mlp, self.mlp(norm_modulate(self.norm2, x, shift_mlp, scale_mlp)))
 
 
 class FinalLayer(nn.Module):
@@ -141,7 +151,7 @@ class FinalLayer(nn.Module):
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
         shift, scale = self.adaLN_modulation(c)[:, None].chunk(2, dim=-1)
-        return self.linear(modulate(self.norm_final(x), shift, scale))
+        return self.linear(norm_modulate(self.norm_final, x, shift, scale))
 
 
 class PPDDiT(nn.Module):
@@ -197,20 +207,27 @@ class PPDDiT(nn.Module):
         return Condition(image_tokens, semantic_term, gh, gw,
                          self.rope(gh, gw, device, w.dtype), self.rope(2 * gh, 2 * gw, device, w.dtype))
 
+    def embed(self, latent: Tensor, cond: Condition) -> Tensor:
+        """Coarse tokens (B, gh*gw, D) of a latent (B,1,H,W): its patch-conv part plus the image part."""
+        w = self.x_embedder.proj.weight
+        tokens = F.conv2d(latent.to(w.dtype), w[:, :1], stride=2 * self.config.patch_size)
+        return tokens.flatten(2).transpose(1, 2) + cond.image_tokens
+
+    def fuse(self, tokens: Tensor, cond: Condition) -> Tensor:
+        """Semantic fusion MLP on coarse tokens, then each token expands 2x2: (B, gh*gw, D) -> (B, 4*gh*gw, D)."""
+        fusion = self.proj_fusion
+        fused = F.linear(tokens, fusion[0].weight[:, :self.config.hidden_size]) + cond.semantic_term  # (B, N, 4D)
+        fused = fusion[4](fusion[3](fusion[2](fusion[1](fused))))
+        return rearrange(fused, "b (h w) (p q d) -> b (h p w q) d", h=cond.grid_h, w=cond.grid_w, p=2, q=2)
+
     def forward_condition(self, latent: Tensor, cond: Condition, timestep: Tensor) -> Tensor:
         """Velocity for a latent (B,1,H,W) given a precomputed condition (batch B or broadcastable)."""
-        d, p2 = self.config.hidden_size, 2 * self.config.patch_size
-        w = self.x_embedder.proj.weight
         c = self.embed_timestep(timestep, latent.device)                                      # (1|B, D)
-        tokens = F.conv2d(latent.to(w.dtype), w[:, :1], stride=p2).flatten(2).transpose(1, 2)
-        tokens = tokens + cond.image_tokens                                                   # (B, gh*gw, D)
+        tokens = self.embed(latent, cond)
         half = self.config.depth // 2
         for block in self.blocks[:half]:
             tokens = block(tokens, c, cond.rope_coarse)
-        fusion = self.proj_fusion
-        fused = F.linear(tokens, fusion[0].weight[:, :d]) + cond.semantic_term                # (B, N, 4D)
-        fused = fusion[4](fusion[3](fusion[2](fusion[1](fused))))
-        tokens = rearrange(fused, "b (h w) (p q d) -> b (h p w q) d", h=cond.grid_h, w=cond.grid_w, p=2, q=2)
+        tokens = self.fuse(tokens, cond)
         for block in self.blocks[half:]:
             tokens = block(tokens, c, cond.rope_fine)
         return self.unpatchify(self.final_layer(tokens, c), 2 * cond.grid_h, 2 * cond.grid_w)

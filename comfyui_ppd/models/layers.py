@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -16,7 +15,8 @@ class Mlp(nn.Module):
         self.gelu = gelu
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(F.gelu(self.fc1(x), approximate=self.gelu))
+        hidden = self.fc1(x)                                     # the largest activation: GELU in place
+        return self.fc2(torch.ops.aten.gelu_(hidden, approximate=self.gelu))
 
 
 def rope_2d_tables(grid_h: int, grid_w: int, head_dim: int, base: float = 100.0,
@@ -41,8 +41,13 @@ def rope_tables_from_positions(positions: Tensor, head_dim: int, base: float = 1
 
 
 def apply_rope_2d(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate x (B, heads, N, head_dim) with rotate-half pairs inside each axis half."""
-    quarter = x.shape[-1] // 4
-    x1, x2, x3, x4 = x.split(quarter, dim=-1)            # row half = (x1, x2), column half = (x3, x4)
-    rotated = torch.cat((-x2, x1, -x4, x3), dim=-1)
-    return x * cos + rotated * sin
+    """Rotate x (..., N, head_dim): each axis half (a, b) of a head -> (a cos - b sin, b cos + a sin).
+
+    One multiply and two in-place multiply-adds on halves (no rotated copy of x is built).
+    """
+    out = x * cos
+    halves = lambda t: t.unflatten(-1, (2, 2, -1))  # noqa: E731  (..., axis, half, head_dim/4)
+    o, xs, s = halves(out), halves(x), halves(sin)
+    o[..., 0, :].addcmul_(xs[..., 1, :], s[..., 0, :], value=-1)
+    o[..., 1, :].addcmul_(xs[..., 0, :], s[..., 1, :])
+    return out
