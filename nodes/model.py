@@ -9,7 +9,7 @@ import torch
 import comfyui_ppd
 from comfyui_ppd import download
 from comfyui_ppd.errors import CheckpointError
-from comfyui_ppd.pipeline import PPDPipeline, activation_bytes
+from comfyui_ppd.pipeline import PPDPipeline
 
 from . import comfy
 
@@ -44,7 +44,7 @@ class PPDModel:
 
     def load(self, height: int, width: int, batch: int = 1) -> None:
         """Ask ComfyUI for room (weights + an activation estimate) and move the weights to the GPU."""
-        need = activation_bytes(self.pipeline.dit, height, width) * batch
+        need = self.pipeline.activation_bytes(height, width) * batch
         comfy.mm.load_models_gpu([self.patcher], memory_required=need, force_full_load=True)
 
 
@@ -98,16 +98,21 @@ class PPD_LoadModel:
                 "default": "auto",
                 "tooltip": "Weight precision. auto: bf16 on GPUs that support it, else fp16 on CUDA, fp32 on "
                            "CPU/Mac. Half precision halves the memory; fp16/bf16 on the CPU fall back to fp32."}),
+        }, "optional": {
+            "compile": ("BOOLEAN", {
+                "default": False,
+                "tooltip": "torch.compile the DiT blocks: the first run per image size is slow (compiling), "
+                           "later runs may be faster on a GPU. Falls back to normal execution if it fails."}),
         }}
 
-    def load(self, dit_name: str, encoder_name: str, precision: str):
+    def load(self, dit_name: str, encoder_name: str, precision: str, compile: bool = False):
         device, offload = comfy.mm.get_torch_device(), comfy.mm.unet_offload_device()
         dtype = resolve_precision(precision, device)
         dit = comfyui_ppd.load_dit(model_path(dit_name, "DiT"), device=offload, dtype=dtype)
         encoder = comfyui_ppd.load_semantic_encoder(model_path(encoder_name, "semantic encoder"),
                                                     device=offload, dtype=dtype)
         autocast = None if dtype == torch.float32 else dtype
-        pipeline = PPDPipeline(dit, encoder, autocast=autocast)
+        pipeline = PPDPipeline(dit, encoder, autocast=autocast, compile=compile)
         container = torch.nn.ModuleDict({"dit": dit, "encoder": encoder})
         patcher = comfy.ModelPatcher(container, load_device=device, offload_device=offload,
                                      size=comfy.mm.module_size(container))

@@ -153,3 +153,22 @@ def test_half_precision_weights_run(pipe):
     a = pipe(image, steps=2, noise=noise, resize=False)
     b = half(image, steps=2, noise=noise, resize=False)
     assert torch.isfinite(b).all() and (a - b).abs().max() < 0.1
+
+
+def test_compile_flag_compiles_the_dit_blocks(monkeypatch):
+    import comfyui_ppd.accel as accel
+    calls = []
+    monkeypatch.setattr(accel, "compile_dit", lambda dit, mode=None: calls.append(mode))
+    dit, enc = load_dit(tiny_dit_state_dict()), load_semantic_encoder(tiny_da2_state_dict())
+    PPDPipeline(dit, enc)
+    PPDPipeline(dit, enc, compile=True)
+    PPDPipeline(dit, enc, compile="max-autotune")
+    assert calls == [None, "max-autotune"]
+
+
+def test_activation_estimate_follows_the_compute_dtype(pipe):
+    from comfyui_ppd.pipeline import activation_bytes
+    fp32 = activation_bytes(pipe.dit, 768, 1024)
+    assert fp32 == 12 * (96 * 128) * pipe.dit.config.hidden_size * 4
+    assert activation_bytes(pipe.dit, 768, 1024, torch.bfloat16) == fp32 * 3 // 4
+    assert pipe.activation_bytes(768, 1024) == fp32                # CPU: no autocast
