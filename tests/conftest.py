@@ -93,3 +93,20 @@ def comfy_env(pack, tmp_path, monkeypatch):
     pack.nodes.model.register_model_folder()
     write_tiny_models(tmp_path / "comfy" / "models" / "ppd")
     return comfy
+
+
+@pytest.fixture()
+def cancel_at_check(comfy_env, monkeypatch):
+    """cancel_at_check(n): the user presses Cancel just before the node's n-th interrupt check."""
+    def arm(n: int) -> None:
+        calls = {"n": 0}
+        real = comfy_env.throw_exception_if_processing_interrupted
+
+        def check() -> None:
+            calls["n"] += 1
+            if calls["n"] == n:
+                comfy_env.mm.interrupt_current_processing(True)
+            real()
+
+        monkeypatch.setattr(comfy_env, "throw_exception_if_processing_interrupted", check)
+    return arm

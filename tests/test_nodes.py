@@ -131,18 +131,9 @@ def test_save_writes_numbered_files_and_never_overwrites(pack, depth_packet, com
     assert out2["ui"]["images"][0]["filename"] != out["ui"]["images"][0]["filename"]
 
 
-def test_interrupt_in_the_middle_of_a_save_leaves_whole_files(pack, depth_packet, comfy_env, monkeypatch):
+def test_interrupt_in_the_middle_of_a_save_leaves_whole_files(pack, depth_packet, comfy_env, cancel_at_check):
     _, _, (depth, _) = depth_packet
-    calls = {"n": 0}
-    real = comfy_env.throw_exception_if_processing_interrupted
-
-    def interrupt_second_image():
-        calls["n"] += 1
-        if calls["n"] == 2:
-            comfy_env.mm.interrupt_current_processing(True)
-        real()
-
-    monkeypatch.setattr(comfy_env, "throw_exception_if_processing_interrupted", interrupt_second_image)
+    cancel_at_check(2)                                                   # Cancel before the 2nd image
     with pytest.raises(comfy_env.InterruptProcessingException):
         node(pack, "PPD_SaveDepth").save(depth, "ppd/cut", True, "near = white", True, False, "input")
     folder = Path(comfy_env.folder_paths.get_output_directory()) / "ppd"

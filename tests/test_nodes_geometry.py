@@ -195,19 +195,10 @@ def test_save_mesh_and_never_overwrite(nodes, comfy_env):
     assert float((z.amax(1) / z.amin(1)).max()) < 1.0001                # no triangle bridges box and wall
 
 
-def test_interrupt_between_images_leaves_whole_files(nodes, comfy_env, monkeypatch):
+def test_interrupt_between_images_leaves_whole_files(nodes, comfy_env, cancel_at_check):
     to_points, save, _ = nodes
     points, _ = cloud_of(to_points, stride=4, depth_map=torch.stack([box(), box()]))
-    calls = {"n": 0}
-    real = comfy_env.throw_exception_if_processing_interrupted
-
-    def interrupt_second_image():
-        calls["n"] += 1
-        if calls["n"] == 2:
-            comfy_env.mm.interrupt_current_processing(True)
-        real()
-
-    monkeypatch.setattr(comfy_env, "throw_exception_if_processing_interrupted", interrupt_second_image)
+    cancel_at_check(2)                                                   # Cancel before the 2nd image
     with pytest.raises(comfy_env.InterruptProcessingException):
         save.save(points, "cut", True, True, False, 0.04)
     folder = Path(comfy_env.folder_paths.get_output_directory())
