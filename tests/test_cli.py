@@ -98,3 +98,28 @@ def test_python_dash_m_entry_point(models, image_file, tmp_path):
                            "--steps", "1"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "o" / "photo_depth.npy").exists() and "1/1" in proc.stderr   # console progress
+
+
+def test_download_command_and_flag_use_the_models_folder(models, image_file, tmp_path, monkeypatch):
+    from comfyui_ppd import download
+    calls = []
+    monkeypatch.setattr(download, "download_official", lambda names, target, **kw: calls.append((names, target)) or [])
+    assert main(["download", "--dir", str(tmp_path / "m")]) == 0
+    assert calls[-1] == (None, tmp_path / "m")
+    folder = models["dit"].parent
+    assert predict(models, image_file, "--out", tmp_path / "o", "--download") == 0
+    assert calls[-1] == (None, folder)                       # the first models folder: --models-dir
+
+
+def test_download_without_network_lists_urls_and_targets(tmp_path, capsys, monkeypatch):
+    """No network: one error that names every URL and where to save it (here the URLs point at a closed port)."""
+    import dataclasses
+    from comfyui_ppd import download
+    closed = {name: dataclasses.replace(f, url=f.url and "http://127.0.0.1:9/" + name)
+              for name, f in download.OFFICIAL_FILES.items()}
+    monkeypatch.setattr(download, "OFFICIAL_FILES", closed)
+    assert main(["download", "--dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    for name, f in closed.items():
+        assert name in err and (f.url is None or f.url in err)
+    assert str(tmp_path) in err
