@@ -104,10 +104,10 @@ def write_depth_outputs(depth: torch.Tensor, input_size: tuple[int, int], paths:
                         args: argparse.Namespace) -> None:
     """16-bit PNG (near = white, input size), colour map PNG (input size), raw float .npy (processing size)."""
     imaging.write_npy(paths["npy"], depth[0].numpy().astype("float32"), overwrite=args.overwrite)
-    full = imaging.resize_depth(depth[None], tuple(input_size))[0, 0]
-    norm = imaging.normalize_depth(full[None, None])[0, 0]
-    imaging.write_png16(paths["png16"], (1 - norm).numpy(), overwrite=args.overwrite)
-    imaging.write_png8_rgb(paths["color"], imaging.colormap(norm, "spectral").numpy(), overwrite=args.overwrite)
+    _, near_white = imaging.render_depth(depth[None], "controlnet", size=tuple(input_size))
+    colour, _ = imaging.render_depth(depth[None], "colormap", "spectral", size=tuple(input_size))
+    imaging.write_png16(paths["png16"], near_white[0].numpy(), overwrite=args.overwrite)
+    imaging.write_png8_rgb(paths["color"], colour[0].numpy(), overwrite=args.overwrite)
 
 
 def make_pointcloud(depth: torch.Tensor, image: torch.Tensor, args: argparse.Namespace):

@@ -106,8 +106,10 @@ class PPDPipeline:
         return contextlib.nullcontext() if dtype is None else torch.autocast(device_type="cuda", dtype=dtype)
 
     # -- stages -----------------------------------------------------------------------------
-    def preprocess(self, image: Tensor, size: tuple[int, int] | None = None, resize: bool = True) -> Tensor:
-        """Validate and resize to `size`, or to the area-preserving processing size (sides multiples of 16)."""
+    def preprocess(self, image: Tensor, resize: bool = True, area: int | None = None,
+                   long_side: int | None = None) -> Tensor:
+        """Validate and resize as the official code does: to `area` (default the pipeline's, 1024x768) with
+        the aspect kept, or to a `long_side`; sides multiples of 16; area filter when shrinking, else bicubic."""
         image = validate_image(image)
         h, w = image.shape[-2:]
         if not resize:
@@ -115,9 +117,7 @@ class PPDPipeline:
                 raise InputError(f"with resize=False the image sides must be multiples of 16, got {h}x{w}; "
                                  "use resize=True or crop/pad the image.")
             return image
-        if size is None:
-            return imaging.resize_keep_aspect(image, self.area)
-        return imaging.resize_to(image, size, downscale=size[0] * size[1] < h * w)
+        return imaging.resize_keep_aspect(image, area or self.area, long_side)
 
     @torch.inference_mode()
     def encode(self, image: Tensor) -> Tensor:
@@ -155,10 +155,10 @@ class PPDPipeline:
         return self.sample(x, self.encode(x), steps, noise)
 
     # -- batches, seeds and ensembles -----------------------------------------------------------
-    def prepare(self, image: Tensor, size: tuple[int, int] | None = None, batch_size: int | None = None,
-                callback: ProgressCallback | None = None) -> Prepared:
-        """Resize and encode a batch in chunks (the encoder runs once per image)."""
-        x = self.preprocess(image, size)
+    def prepare(self, image: Tensor, area: int | None = None, long_side: int | None = None,
+                batch_size: int | None = None, callback: ProgressCallback | None = None) -> Prepared:
+        """Resize (see `preprocess`) and encode a batch in chunks (the encoder runs once per image)."""
+        x = self.preprocess(image, area=area, long_side=long_side)
         chunk = batch_size or self.max_batch(*x.shape[-2:])
         semantics = []
         for start in range(0, x.shape[0], chunk):

@@ -80,10 +80,11 @@ class PPD_SemanticEncoder:
         if resolution not in RESOLUTIONS:
             raise InputError(f"unknown resolution {resolution!r}; choose one of {list(RESOLUTIONS)}.")
         area = RESOLUTIONS[resolution]
-        size = (imaging.long_side_size(h, w, long_side) if area is None else imaging.processing_size(h, w, area))
         pipe = ppd_model.pipeline
-        ppd_model.load(*size)
-        prepared = pipe.prepare(x, size=size, callback=progress(x.shape[0], unique_id))
+        size = imaging.long_side_size(h, w, long_side) if area is None else imaging.processing_size(h, w, area)
+        ppd_model.load(*size)                                   # room for the weights and one image's activations
+        prepared = pipe.prepare(x, area=area, long_side=None if area else long_side,
+                                callback=progress(x.shape[0], unique_id))
         return ({"semantics": prepared.semantics, "image": prepared.image, "input_size": (h, w),
                  "encoder": (pipe.encoder.kind, pipe.encoder.semantic_dim)},)
 

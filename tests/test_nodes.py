@@ -224,3 +224,16 @@ def test_steps_zero_is_refused(pack, depth_packet):
     model, sem, _ = depth_packet
     with pytest.raises(ValueError, match="steps"):
         node(pack, "PPD_DepthSampler").sample(model, sem, 0, 0)
+
+
+def test_encoder_node_resizes_like_the_official_code(pack, comfy_env):
+    """886x887 -> 880x880 uses bicubic (the official rule looks at the overall scale, not each side)."""
+    from comfyui_ppd import imaging
+    model, = node(pack, "PPD_LoadModel").load("ppd.pth", "depth_anything_v2_vitl.pth", "auto")
+    image = torch.rand(1, 886, 887, 3)
+    sem, = node(pack, "PPD_SemanticEncoder").encode(model, image, "1024x768 area (official)", 1024)
+    expected = imaging.resize_keep_aspect(image.movedim(-1, 1))
+    assert sem["image"].shape == (1, 3, 880, 880) and torch.equal(sem["image"], expected)
+    assert not torch.equal(sem["image"], imaging.resize_to(image.movedim(-1, 1), (880, 880), downscale=True))
+    small, = node(pack, "PPD_SemanticEncoder").encode(model, image[:, :100, :50], "custom long side", 64)
+    assert small["image"].shape == (1, 3, 64, 32)
