@@ -3,22 +3,7 @@
 Models have the released shapes (`full`) or a named smaller size, with random weights. Every part is
 run `--warmup` times, then `--repeats` times interleaved with the other parts; the table shows medians.
 
-FLOP count (a matmul (m x k)(k x n) is 2*m*k*n FLOP; elementwise work, norms and softmax are ignored).
-B images, Nc = (H/16)(W/16) coarse tokens, Nf = 4*Nc fine tokens, DiT width D, MLP width M, depth L,
-patch p (8), semantic width C; ViT width E, MLP width Me, depth Le, T = 1 + Nc tokens (the 14-px grid of
-the 7/8-resized image equals the 16-px grid).
-  DiT block over N tokens:  2*B*N*(3D^2 + D^2 + 2*D*M)  [qkv, proj, fc1, fc2]
-                          + 4*B*N^2*D                   [attention: Q K^T and P V]
-                          + 2*D*6D                      [adaLN modulation, once: one timestep per step]
-  DiT step (cascade):       L/2 blocks on Nc + L/2 blocks on Nf
-                          + 2*B*Nc*D*(2p)^2             [patch conv of the latent channel]
-                          + 2*B*Nc*(D*4D + 2*(4D)^2)    [fusion MLP, token half of the first linear]
-                          + 2*B*Nf*D*p^2 + 2*D*2D       [final layer]  + 2*(256*D + D^2) [timestep MLP]
-  DiT step (flat):          the same with all L blocks on Nf (the no-cascade variant)
-  condition (once/image):   2*B*Nc*D*3*(2p)^2 + 2*B*Nc*C*4D   [image channels, semantic half of fusion]
-  encoder (ViT, once/image): 2*B*(T-1)*E*3*14^2 + Le*(2*B*T*(4E^2 + 2*E*Me) + 4*B*T^2*E)
-  end to end:               encoder + condition + evaluations * DiT step  (evaluations = len(timesteps))
-Full size at 1024x768: 12.75 TFLOP per DiT step, 2.78 TFLOP encoder, 53.8 TFLOP for 4 steps.
+The FLOP formula is in comfyui_ppd.families.ppd.flops.
 
 Roofline: every distinct GEMM shape of a part is timed as a bare `torch.mm` in the compute dtype in the
 same run; the part's roofline is its GEMM FLOP / sum(count * bare time). "% roofline" = achieved FLOP/s
@@ -32,18 +17,18 @@ import json
 import platform
 import statistics
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 import torch
-from torch import Tensor
 
-from .accel import compile_dit, is_compiled
-from .models.dinov2 import ViTConfig
-from .models.dit import Condition, DiTConfig, PPDDiT
-from .models.encoders import DepthAnythingV2Encoder
-from .pipeline import PPDPipeline, activation_bytes
+from . import runtime
+from .encoders.da2 import DepthAnythingV2Encoder
+from .families.ppd.dit import DiTConfig, PPDDiT
+from .families.ppd.flops import Gemm, Work, condition_work, dit_step_work, encoder_work
+from .families.ppd.pipeline import PPDPipeline, activation_bytes
+from .nn.dinov2 import ViTConfig
 from .sampling import sampling_timesteps
 
 SIZES: dict[str, tuple[DiTConfig, ViTConfig]] = {
@@ -54,81 +39,9 @@ SIZES: dict[str, tuple[DiTConfig, ViTConfig]] = {
              ViTConfig(embed_dim=64, depth=2, num_heads=1, mlp_hidden=128)),
 }
 PARTS = ("encoder", "condition", "step", "flat", "e2e")
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+NAMES = {dtype: name for name, dtype in runtime.DTYPES.items()}
+TOKEN_PX = DiTConfig().token_px   # --size must be a whole number of coarse DiT tokens
 COMPILE_MODES = ["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
-WEIGHTS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-# --- analytic work ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Gemm:
-    """`count` matmuls (m x k)(k x n)."""
-
-    m: int
-    k: int
-    n: int
-    count: int = 1
-
-    @property
-    def flop(self) -> int:
-        return 2 * self.m * self.k * self.n * self.count
-
-
-@dataclass
-class Work:
-    """The matmuls of a computation and its attention FLOP (4*B*N^2*width per attention layer)."""
-
-    gemms: list[Gemm] = field(default_factory=list)
-    attention: int = 0
-
-    @property
-    def flop(self) -> int:
-        return sum(g.flop for g in self.gemms) + self.attention
-
-    def __add__(self, other: "Work") -> "Work":
-        return Work(self.gemms + other.gemms, self.attention + other.attention)
-
-    def times(self, n: int) -> "Work":
-        return Work([replace(g, count=g.count * n) for g in self.gemms], self.attention * n)
-
-
-def transformer_blocks(tokens: int, width: int, mlp: int, depth: int, batch: int) -> Work:
-    """`depth` pre-norm blocks over `tokens` tokens: qkv, proj, fc1, fc2 and attention."""
-    m = batch * tokens
-    gemms = [Gemm(m, width, 3 * width, depth), Gemm(m, width, width, depth),
-             Gemm(m, width, mlp, depth), Gemm(m, mlp, width, depth)]
-    return Work(gemms, 4 * batch * tokens ** 2 * width * depth)
-
-
-def dit_step_work(cfg: DiTConfig, height: int, width: int, batch: int = 1, cascade: bool = True) -> Work:
-    """One DiT evaluation after `condition()`: the formula in the module docstring."""
-    d, p = cfg.hidden_size, cfg.patch_size
-    nc = (height // (2 * p)) * (width // (2 * p))
-    nf = 4 * nc
-    half = cfg.depth // 2
-    blocks = transformer_blocks(nf, d, cfg.mlp_hidden, cfg.depth - half, batch)
-    blocks += transformer_blocks(nc if cascade else nf, d, cfg.mlp_hidden, half, batch)
-    small = [Gemm(1, 256, d), Gemm(1, d, d),                                   # timestep MLP
-             Gemm(1, d, 6 * d, cfg.depth), Gemm(1, d, 2 * d)]                  # adaLN (blocks, final)
-    tokens = [Gemm(batch * nc, (2 * p) ** 2, d),                               # latent patch conv
-              Gemm(batch * nc, d, 4 * d), Gemm(batch * nc, 4 * d, 4 * d, 2),   # fusion MLP
-              Gemm(batch * nf, d, p * p * cfg.out_channels)]                   # final linear
-    return blocks + Work(small + tokens)
-
-
-def condition_work(cfg: DiTConfig, height: int, width: int, batch: int = 1) -> Work:
-    """Per-image constants: patch conv of the image channels, semantic half of the first fusion linear."""
-    k = 2 * cfg.patch_size
-    nc = (height // k) * (width // k)
-    return Work([Gemm(batch * nc, (cfg.in_channels - 1) * k * k, cfg.hidden_size),
-                 Gemm(batch * nc, cfg.semantic_dim, 4 * cfg.hidden_size)])
-
-
-def encoder_work(cfg: ViTConfig, height: int, width: int, batch: int = 1) -> Work:
-    """The DINOv2 ViT on the (H/16*14, W/16*14) input: patch conv and all blocks over 1 + Nc tokens."""
-    nc = (height // 16) * (width // 16)
-    patch = Work([Gemm(batch * nc, 3 * cfg.patch_size ** 2, cfg.embed_dim)])
-    return patch + transformer_blocks(nc + 1, cfg.embed_dim, cfg.mlp_hidden, cfg.depth, batch)
 
 
 # --- measuring ----------------------------------------------------------------------------------
@@ -242,22 +155,13 @@ def random_models(dit_cfg: DiTConfig, vit_cfg: ViTConfig, device: torch.device, 
     return (dit.to(dtype).eval().requires_grad_(False), enc.to(dtype).eval().requires_grad_(False))
 
 
-def flat_step(dit: PPDDiT, latent: Tensor, cond: Condition, timestep: Tensor) -> Tensor:
-    """The no-cascade variant: expand to the 8-px grid before the first block (same weights, all blocks fine)."""
-    c = dit.embed_timestep(timestep, latent.device)
-    tokens = dit.fuse(dit.embed(latent, cond), cond)
-    for block in dit.blocks:
-        tokens = block(tokens, c, cond.rope_fine)
-    return dit.unpatchify(dit.final_layer(tokens, c), 2 * cond.grid_h, 2 * cond.grid_w)
-
-
 def parse_size(text: str) -> tuple[int, int]:
     """'WIDTHxHEIGHT' (multiples of 16) -> (height, width)."""
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must look like 1024x768 (width x height), got {text!r}")
-    if w <= 0 or h <= 0 or w % 16 or h % 16:
+    if w <= 0 or h <= 0 or w % TOKEN_PX or h % TOKEN_PX:
         raise argparse.ArgumentTypeError(f"width and height must be positive multiples of 16, got {text!r}")
     return h, w
 
@@ -272,9 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=4, help="sampling steps for the end-to-end time (default 4)")
     p.add_argument("--batch", type=int, default=1, help="images per forward pass (default 1)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    p.add_argument("--precision", default="auto", choices=["auto", *PRECISIONS],
-                   help="autocast dtype; auto = the pipeline's choice (bf16 on CUDA, fp32 elsewhere)")
-    p.add_argument("--weights", default="fp32", choices=list(WEIGHTS), help="stored weight dtype (default fp32)")
+    p.add_argument("--precision", default="auto", choices=runtime.CHOICES,
+                   help="the precision policy's choice (README table; auto: CUDA fp32 weights + bf16 autocast)")
+    p.add_argument("--weights", choices=list(runtime.DTYPES),
+                   help="override the policy's stored weight dtype (autocast unchanged)")
     p.add_argument("--compile", nargs="?", const="default", choices=COMPILE_MODES,
                    help="torch.compile the DiT blocks (comfyui_ppd.accel), optionally with a torch.compile mode")
     p.add_argument("--parts", default="encoder,condition,step,flat,e2e",
@@ -298,14 +203,14 @@ class Setup:
     compiled: bool
 
 
-def setup(args: argparse.Namespace, device: torch.device, autocast: torch.dtype | None) -> Setup:
+def setup(args: argparse.Namespace, device: torch.device, precision: runtime.Precision) -> Setup:
     """Random models of the chosen size, inputs at the chosen resolution, and the call for every part."""
     dit_cfg, vit_cfg = model_configs(args)
     (h, w), b = args.size, args.batch
-    dit, enc = random_models(dit_cfg, vit_cfg, device, WEIGHTS[args.weights])
-    pipe = PPDPipeline(dit, enc, autocast=autocast)
+    dit, enc = random_models(dit_cfg, vit_cfg, device, precision.weights)
+    pipe = PPDPipeline(dit, enc, autocast=precision.autocast)
     if args.compile:
-        compile_dit(dit, mode=None if args.compile == "default" else args.compile)
+        runtime.compile_blocks(dit, mode=None if args.compile == "default" else args.compile)
     gen = torch.Generator().manual_seed(0)
     image, noise = torch.rand(b, 3, h, w, generator=gen), torch.randn(b, 1, h, w, generator=gen)
     image_dev, latent, t = image.to(device), noise.to(device), torch.tensor(500, device=device)
@@ -320,17 +225,17 @@ def setup(args: argparse.Namespace, device: torch.device, autocast: torch.dtype 
         return call
 
     evaluations = len(sampling_timesteps(args.steps))
-    works = {"encoder": encoder_work(vit_cfg, h, w, b), "condition": condition_work(dit_cfg, h, w, b),
+    works = {"encoder": encoder_work(vit_cfg, h, w, b, dit_cfg.token_px), "condition": condition_work(dit_cfg, h, w, b),
              "step": dit_step_work(dit_cfg, h, w, b), "flat": dit_step_work(dit_cfg, h, w, b, cascade=False)}
     works["e2e"] = works["encoder"] + works["condition"] + works["step"].times(evaluations)
     calls = {"encoder": lambda: pipe.encode(image),
              "condition": in_context(lambda: dit.condition(image_dev - 0.5, semantics)),
              "step": in_context(lambda: dit.forward_condition(latent, cond, t)),
-             "flat": in_context(lambda: flat_step(dit, latent, cond, t)),
+             "flat": in_context(lambda: dit.forward_condition(latent, cond, t, cascade=False)),
              "e2e": lambda: pipe.sample(image, pipe.encode(image), args.steps, noise)}
     weight_bytes = sum(p.numel() * p.element_size() for p in [*dit.parameters(), *enc.parameters()])
     return Setup(calls, works, evaluations, weight_bytes, activation_bytes(dit, h, w) * b,
-                 args.compile is not None and is_compiled(dit))
+                 args.compile is not None and runtime.is_compiled(dit))
 
 
 def model_configs(args: argparse.Namespace) -> tuple[DiTConfig, ViTConfig]:
@@ -376,25 +281,23 @@ def part_result(samples: list[Sample], first_call: float, work: Work, mm_seconds
 
 def run(args: argparse.Namespace) -> dict:
     """Build the models, time every selected part interleaved, and return the results as a dict."""
-    from .cli import pick_device
-
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
-    precision = args.precision if args.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        precision = "fp16"
-    autocast = PRECISIONS[precision]
-    prepared = setup(args, device, autocast)
+    device = runtime.pick_device(args.device)
+    policy = runtime.precision(args.precision, device)
+    if args.weights:
+        policy = runtime.Precision(runtime.DTYPES[args.weights], policy.autocast)
+    compute = policy.autocast or policy.weights
+    prepared = setup(args, device, policy)
     parts = parse_parts(args.parts)
-    samples, first_call, mm_seconds = time_parts(prepared, parts, device, autocast or WEIGHTS[args.weights],
+    samples, first_call, mm_seconds = time_parts(prepared, parts, device, compute,
                                                  args.warmup, args.repeats)
     results = {p: part_result(samples[p], first_call[p], prepared.works[p], mm_seconds, args.batch) for p in parts}
     dit_cfg, vit_cfg = model_configs(args)
     out = {"device": describe_device(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
            "model": args.model, "dit_config": asdict(dit_cfg), "vit_config": asdict(vit_cfg),
            "height": args.size[0], "width": args.size[1], "batch": args.batch, "steps": args.steps,
-           "evaluations": prepared.evaluations, "precision": precision, "weights": args.weights,
+           "evaluations": prepared.evaluations, "precision": NAMES[compute], "weights": NAMES[policy.weights],
            "compile": args.compile, "compiled": prepared.compiled, "repeats": args.repeats, "warmup": args.warmup,
            "parts": results, "weight_bytes": prepared.weight_bytes,
            "activation_estimate_bytes": prepared.activation_estimate}

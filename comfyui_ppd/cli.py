@@ -4,55 +4,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 
-from . import download, imaging
-from .checkpoints import dit_part, encoder_part, load_strict, read_checkpoint
+from . import catalogue, download, imaging, registry, runtime, tasks
+from .checkpoints import load_strict, read_checkpoint
 from .errors import InputError, PPDError
-from .pipeline import PPDPipeline
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-class ConsoleProgress:
-    """A one-line progress bar on stderr: `label [#####.....] done/total`."""
-
-    def __init__(self, label: str, enabled: bool = True) -> None:
-        self.label, self.enabled, self.start = label, enabled, time.time()
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        filled = int(30 * done / max(total, 1))
-        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (30 - filled)}] {done}/{total} "
-                         f"{time.time() - self.start:.1f}s")
-        if done >= total:
-            sys.stderr.write("\n")
-        sys.stderr.flush()
-
-
-def pick_device(name: str) -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def weight_dtype(precision: str, device: torch.device) -> torch.dtype:
-    """fp32 on CPU/MPS unless asked; half weights on CPU are refused with a warning (slow or unsupported)."""
-    if precision == "auto":
-        return torch.float32
-    dtype = DTYPES[precision]
-    if device.type == "cpu" and dtype != torch.float32:
-        print(f"warning: {precision} weights are not supported well on the CPU; using fp32.", file=sys.stderr)
-        return torch.float32
-    return dtype
+from .io.files import atomic_write
+from .io.images import load_image
+from .io.meshes import write_ply
+from .progress import ConsoleProgress
 
 
 def output_paths(out_dir: Path, image: Path) -> dict[str, Path]:
@@ -77,45 +39,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
                              "pass --overwrite or choose another --out folder.")
     if args.download:
         names = [n for n in (args.model, args.encoder) if n and not Path(n).is_file()] or None
-        download.download_official(names, download.models_dirs(args.models_dir)[0])
-    dit_path = download.find_model(args.model, "dit", explicit=args.models_dir)
-    enc_name = args.encoder or ("moge2_vitl_normal.pt" if "moge" in dit_path.name.lower() else None)
-    enc_path = download.find_model(enc_name, "encoder", explicit=args.models_dir)
-    device = pick_device(args.device)
-    dtype = weight_dtype(args.precision, device)
-    from . import load_dit, load_semantic_encoder
-    pipe = PPDPipeline(load_dit(dit_path, device=device, dtype=dtype),
-                       load_semantic_encoder(enc_path, device=device, dtype=dtype), area=args.area)
+        download.download_official(names, catalogue.models_dirs(args.models_dir)[0])
+    dit_path = catalogue.find_model(args.model, "dit", explicit=args.models_dir)
+    enc_name = args.encoder or catalogue.DEFAULT_ENCODER.get(catalogue.semantics_from_name(dit_path.name) or "")
+    enc_path = catalogue.find_model(enc_name, "encoder", explicit=args.models_dir)
+    device = runtime.pick_device(args.device)
+    pipe = tasks.load_pipeline(dit_path, enc_path, runtime.precision(args.precision, device), device=device,
+                               area=args.area)
     for n, path in enumerate(images, 1):
-        image = imaging.load_image(path)
-        prepared = pipe.prepare(image)
-        result = pipe.predict(prepared, steps=args.steps, seed=args.seed,
-                              callback=ConsoleProgress(f"[{n}/{len(images)}] {path.name}", args.progress))
-        cloud = make_pointcloud(result.depth[0], result.image[0], args) if args.pointcloud else None
-        write_depth_outputs(result.depth[0], image.shape[-2:], output_paths(out_dir, path), args)
-        if cloud is not None:                     # built before any write, so a bad --near/--far writes nothing
-            from .geometry import write_ply
-            write_ply(output_paths(out_dir, path)["ply"], cloud, overwrite=args.overwrite)
+        image = load_image(path)
+        result = tasks.predict_depth(pipe, image, steps=args.steps, seed=args.seed,
+                                     progress=ConsoleProgress(f"[{n}/{len(images)}] {path.name}", args.progress))
+        files = output_paths(out_dir, path)
+        cloud = None
+        if args.pointcloud:                       # built before any write, so a bad --near/--far writes nothing
+            cloud, _, _ = tasks.depth_to_cloud(result.depth[0, 0], "ppd", near=args.near, far=args.far,
+                                               fov_deg=args.fov, colors=result.image[0].permute(1, 2, 0))
+        tasks.save_depth(result.depth[0], {k: files[k] for k in ("png16", "color")}, size=tuple(image.shape[-2:]),
+                         overwrite=args.overwrite)
+        tasks.save_depth(result.depth[0], {"npy": files["npy"]}, overwrite=args.overwrite)
+        if cloud is not None:
+            write_ply(files["ply"], cloud, overwrite=args.overwrite)
         print(f"{path.name}: depth {tuple(result.depth.shape[-2:])} -> {out_dir}")
     return 0
-
-
-def write_depth_outputs(depth: torch.Tensor, input_size: tuple[int, int], paths: dict[str, Path],
-                        args: argparse.Namespace) -> None:
-    """16-bit PNG (near = white, input size), colour map PNG (input size), raw float .npy (processing size)."""
-    imaging.write_npy(paths["npy"], depth[0].numpy().astype("float32"), overwrite=args.overwrite)
-    _, near_white = imaging.render_depth(depth[None], "controlnet", size=tuple(input_size))
-    colour, _ = imaging.render_depth(depth[None], "colormap", "spectral", size=tuple(input_size))
-    imaging.write_png16(paths["png16"], near_white[0].numpy(), overwrite=args.overwrite)
-    imaging.write_png8_rgb(paths["color"], colour[0].numpy(), overwrite=args.overwrite)
-
-
-def make_pointcloud(depth: torch.Tensor, image: torch.Tensor, args: argparse.Namespace):
-    """Point cloud of PPD depth (1,h,w) on its processing grid: near/far metres, --fov, the resized image's colours."""
-    from . import geometry
-    metric = geometry.metric_depth(depth[0], "ppd", near=args.near, far=args.far)
-    intrinsics = geometry.camera_intrinsics(*metric.shape, fov_deg=args.fov)
-    return geometry.depth_to_point_cloud(metric, intrinsics, image.movedim(0, -1))  # image (3,h,w) -> (h,w,3)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -126,31 +72,32 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if dst.exists() and not args.overwrite:
         raise InputError(f"{dst} already exists; pass --overwrite or choose another name.")
     ckpt = read_checkpoint(src)
-    dtype = DTYPES[args.dtype]
-    part = args.part
-    if part == "auto":
-        part = "dit" if any(k.endswith("proj_fusion.0.weight") for k in ckpt.tensors) else "encoder"
+    dtype = runtime.DTYPES[args.dtype]
+    accept = {"auto": ("ppd", "da2", "moge2"), "dit": ("ppd",), "encoder": ("da2", "moge2")}[args.part]
+    family = registry.resolve(ckpt, accept, "a PPD DiT or semantic encoder",
+                              "Convert ppd.pth, ppd_moge.pth, depth_anything_v2_vitl.pth or the MoGe-2 model.pt.")
+    sd = family.part(ckpt)
+    config = family.config_from(sd, ckpt, num_heads=args.num_heads)
+    with torch.device("meta"):
+        module = family.build(config)
+    load_strict(module, {k: v.to("meta") for k, v in sd.items()}, ckpt.label, f"a complete {family.title}", "meta")
+    part = "dit" if family.role == "dit" else "encoder"
     meta = {"ppd.part": part, "ppd.source": src.name, "format": "pt"}
-    if part == "dit":
-        sd = {"dit." + k: v for k, v in dit_part(ckpt).items()}
-        from . import load_dit
-        load_dit(sd, device="meta")
-        semantics = args.semantics or ("moge2" if "moge" in src.name.lower() else "da2" if src.name.startswith("ppd") else None)
+    if family.name == "ppd":
+        sd = {"dit." + k: v for k, v in sd.items()}
+        semantics = args.semantics or catalogue.semantics_from_name(src.name)
         if semantics:
             meta["ppd.semantics"] = semantics
     else:
-        module, sd = encoder_part(ckpt, args.num_heads)
-        load_strict(module, {k: v.to("meta") for k, v in sd.items()}, ckpt.label, "a complete encoder", "meta")
-        prefix = "encoder." if module.kind == "moge2" else ""
-        sd = {prefix + k: v for k, v in sd.items()}
-        meta["ppd.semantics"] = module.kind
-        vit = module.backbone if module.kind == "moge2" else module.pretrained
-        meta["ppd.num_heads"] = str(vit.config.num_heads)
-        if module.kind == "moge2":
-            meta["model_config"] = json.dumps({"encoder": {"intermediate_layers": module.intermediate_layers,
-                                                           "dim_out": module.semantic_dim}})
+        vit = config.vit if family.name == "moge2" else config
+        meta["ppd.semantics"] = family.name
+        meta["ppd.num_heads"] = str(vit.num_heads)
+        if family.name == "moge2":
+            sd = {"encoder." + k: v for k, v in sd.items()}
+            meta["model_config"] = json.dumps({"encoder": {"intermediate_layers": config.intermediate_layers,
+                                                           "dim_out": config.dim_out}})
     tensors = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in sd.items()}
-    imaging.atomic_write(dst, lambda f: f.write(_safetensors_bytes(tensors, meta)), overwrite=args.overwrite)
+    atomic_write(dst, lambda f: f.write(_safetensors_bytes(tensors, meta)), overwrite=args.overwrite)
     size = dst.stat().st_size / 2 ** 20
     print(f"wrote {dst} ({len(tensors)} tensors, {args.dtype}, {size:.1f} MiB, part {part})")
     return 0
@@ -162,7 +109,7 @@ def _safetensors_bytes(tensors: dict, meta: dict) -> bytes:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    target = Path(args.dir) if args.dir else download.models_dirs(args.models_dir)[0]
+    target = Path(args.dir) if args.dir else catalogue.models_dirs(args.models_dir)[0]
     for path in download.download_official(args.names or None, target):
         print(path)
     return 0
@@ -186,9 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--download", action="store_true", help="download missing official files first")
     p.add_argument("--steps", type=int, default=4, help="sampling steps (default 4)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
-    p.add_argument("--area", type=int, default=1024 * 768, help="processing area in pixels (default 1024*768)")
+    p.add_argument("--area", type=int, default=imaging.DEFAULT_AREA,
+                   help="processing area in pixels (default 1024*768, PPD's training area)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
-    p.add_argument("--precision", default="auto", choices=["auto", *DTYPES], help="weight precision")
+    p.add_argument("--precision", default="auto", choices=runtime.CHOICES,
+                   help="auto (CUDA: fp32 weights + bf16 autocast; else fp32), fp32, fp16, bf16 (README table)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--pointcloud", action="store_true", help="also write a PLY point cloud per image")
     p.add_argument("--fov", type=float, default=60.0,
@@ -203,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("convert", help="keep one part of a checkpoint and write .safetensors with metadata")
     c.add_argument("input")
     c.add_argument("output")
-    c.add_argument("--dtype", default="fp32", choices=list(DTYPES))
+    c.add_argument("--dtype", default="fp32", choices=list(runtime.DTYPES))
     c.add_argument("--part", default="auto", choices=["auto", "dit", "encoder"])
     c.add_argument("--semantics", choices=["da2", "moge2"], help="semantics the DiT was trained with")
     c.add_argument("--num-heads", type=int, help="ViT head count (default: width / 64)")

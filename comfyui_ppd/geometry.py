@@ -18,20 +18,15 @@ Conventions, shared with ``metrics.py``:
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-import struct
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .errors import InputError
-from .imaging import atomic_write
+from .align import fit_affine_robust
 
 KINDS = ("ppd", "depth", "disparity")
 OPENCV_TO_GLTF = (1.0, -1.0, -1.0)
@@ -64,59 +59,26 @@ def camera_intrinsics(height: int, width: int, *, fov_deg: float = 60.0,
     return torch.tensor([[f, 0.0, width / 2], [0.0, f, height / 2], [0.0, 0.0, 1.0]], dtype=torch.float64)
 
 
-def intrinsics_from_moge(packet: dict | torch.Tensor, height: int, width: int,
-                         index: int = 0) -> torch.Tensor:
-    """(3, 3) pixel intrinsics for a ``height`` x ``width`` grid from a MOGE_GEOMETRY packet or a bare K.
+def pixel_intrinsics(K: torch.Tensor, height: int, width: int, source_size: tuple[int, int]) -> torch.Tensor:
+    """(3, 3) float64 pixel intrinsics for a ``height`` x ``width`` grid from a K of another grid.
 
-    Core MoGe stores normalised intrinsics (fx / W, fy / H, cx = cy = 0.5, pixel centres at
-    (u + 0.5) / W, our convention); those are scaled by (width, height). A K whose principal point
-    is beyond 2 is taken as pixels for the packet's own grid (the shape of its depth / image / points;
-    for a bare K, for ``height`` x ``width``) and scaled to the requested grid.
+    Normalised intrinsics (fx / W, fy / H, cx = cy = 0.5, pixel centres at (u + 0.5) / W, our convention,
+    as core MoGe stores them) are scaled by (width, height). A K whose principal point is beyond 2 is
+    taken as pixels of the ``source_size`` (H, W) grid and rescaled to the requested grid.
     """
-    K = packet.get("intrinsics") if isinstance(packet, dict) else packet
-    if K is None:
-        raise InputError("the MoGe geometry has no 'intrinsics' (panorama geometry has none): "
-                         "set the camera with a field of view or a focal length instead.")
     K = torch.as_tensor(K).detach().to("cpu", torch.float64)
-    K = K[index] if K.ndim == 3 else K
     if K.shape != (3, 3):
-        raise InputError(f"intrinsics must be (3, 3) or (B, 3, 3), got {tuple(K.shape)}.")
+        raise InputError(f"intrinsics must be (3, 3), got {tuple(K.shape)}.")
     K = K.clone()
     if K[0, 2].abs() < 2 and K[1, 2].abs() < 2:  # normalised image coordinates
         K[0] *= width
         K[1] *= height
     else:
-        src_h, src_w = _packet_size(packet, height, width)
+        src_h, src_w = source_size
         K[0] *= width / src_w
         K[1] *= height / src_h
     K[2] = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
     return K
-
-
-def moge_reference(packet: dict, index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(depth (H, W), valid (H, W) bool) of one MOGE_GEOMETRY image, for ``metric_depth(reference=...)``.
-
-    Valid means inside the packet's mask (when present), finite (core MoGe sets masked pixels to
-    inf) and positive.
-    """
-    if not isinstance(packet, dict) or "depth" not in packet:
-        raise InputError("the MoGe geometry has no 'depth': run MoGe inference (not the panorama node) "
-                         "or give a reference depth map instead.")
-    depth = _as_map(packet["depth"][index], "MoGe depth").float()
-    valid = torch.isfinite(depth) & (depth > 0)
-    if packet.get("mask") is not None:
-        valid &= _as_map(packet["mask"][index], "MoGe mask").to(valid.device).bool()
-    return depth, valid
-
-
-def _packet_size(packet: dict | torch.Tensor, height: int, width: int) -> tuple[int, int]:
-    """(H, W) of a packet's own grid: depth is (B, H, W), image and points are (B, H, W, C)."""
-    if isinstance(packet, dict):
-        for key, last in (("depth", None), ("image", -1), ("points", -1)):
-            if packet.get(key) is not None:
-                shape = packet[key].shape[:last] if last else packet[key].shape
-                return int(shape[-2]), int(shape[-1])
-    return height, width
 
 
 def _check_focal(focal_px: float) -> float:
@@ -127,60 +89,6 @@ def _check_focal(focal_px: float) -> float:
 
 
 # ---------------------------------------------------------------- scale
-
-def fit_affine_robust(x: torch.Tensor, y: torch.Tensor, iterations: int = 30) -> tuple[float, float]:
-    """Robust line fit y ≈ a·x + b for 1-D tensors; returns (a, b).
-
-    Deterministic iteratively reweighted least squares with Tukey's biweight (c = 4.685 robust
-    sigmas, sigma from the residuals' MAD), started from Siegel's repeated-median line on 512 evenly
-    spaced samples, which nearly half gross outliers cannot drag. No random sampling, so no seed. Like the
-    official alignment, a slope a <= 0 falls back to a = mean(y) / mean(x), b = 0.
-    """
-    dtype = torch.float32 if x.device.type == "mps" else torch.float64
-    x, y = x.reshape(-1).to(dtype), y.reshape(-1).to(dtype)
-    a, b = _repeated_median_start(x, y)
-    for _ in range(iterations):
-        r = y - (a * x + b)
-        sigma = 1.4826 * r.abs().median()
-        if sigma <= 1e-12 * (1 + y.abs().max()):
-            break  # exact fit
-        w = (1 - (r / (4.685 * sigma)) ** 2).clamp_min(0) ** 2
-        fitted = _weighted_line(x, y, w)
-        if fitted is None:
-            break
-        a, b = fitted
-    if not a > 0:
-        if x.mean().abs() < 1e-12:
-            raise InputError("the depth and the reference depth run in opposite directions and the depth "
-                             "averages zero, so no scale can be fitted: check the depth kind "
-                             "('depth' vs 'disparity') and that both maps show the same view.")
-        a, b = float(y.mean() / x.mean()), 0.0
-    return float(a), float(b)
-
-
-def _repeated_median_start(x: torch.Tensor, y: torch.Tensor, samples: int = 512) -> tuple[float, float]:
-    """Siegel's repeated-median line on an evenly spaced subsample (robust to nearly half outliers)."""
-    pick = torch.linspace(0, x.numel() - 1, min(samples, x.numel()), device=x.device).long()
-    xs, ys = x[pick], y[pick]
-    dx = xs[None, :] - xs[:, None]
-    slopes = (ys[None, :] - ys[:, None]) / torch.where(dx == 0, math.nan, dx)
-    a = float(slopes.nanmedian(1).values.nanmedian())
-    a = 0.0 if math.isnan(a) else a
-    return a, float((y - a * x).median())
-
-
-def _weighted_line(x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> tuple[float, float] | None:
-    """Weighted least-squares line, or None when the weighted x has no spread."""
-    sw = w.sum()
-    if sw <= 0:
-        return None
-    mx, my = (w * x).sum() / sw, (w * y).sum() / sw
-    sxx = (w * (x - mx) ** 2).sum()
-    if sxx <= 1e-12 * sw * (1 + mx * mx):
-        return None
-    a = (w * (x - mx) * (y - my)).sum() / sxx
-    return float(a), float(my - a * mx)
-
 
 def to_fit_space(depth: torch.Tensor, kind: str) -> torch.Tensor:
     """Metric depth in the space where a ``kind`` prediction is affine: log(1+d), d or 1/d."""
@@ -462,78 +370,3 @@ def _pixel_colors(image: torch.Tensor | None, d: torch.Tensor, keep: torch.Tenso
         mode = {"mode": "area"} if shrink else {"mode": "bilinear", "align_corners": False}
         img = F.interpolate(img.permute(2, 0, 1)[None], size=(h, w), **mode)[0].permute(1, 2, 0)
     return img.clamp(0, 1)
-
-
-# ---------------------------------------------------------------- writers
-
-def write_ply(path: str | os.PathLike, cloud: PointCloud, *, overwrite: bool = False) -> Path:
-    """Binary little-endian PLY (float x, y, z; uchar red, green, blue), viewer frame (y up, -z forward)."""
-    pts = _np32(opencv_to_gltf(cloud.points))
-    rgb = _np_u8(cloud.colors)
-    rec = np.empty(len(pts), dtype=[("x", "<f4"), ("y", "<f4"), ("z", "<f4"),
-                                    ("red", "u1"), ("green", "u1"), ("blue", "u1")])
-    rec["x"], rec["y"], rec["z"] = pts[:, 0], pts[:, 1], pts[:, 2]
-    rec["red"], rec["green"], rec["blue"] = rgb[:, 0], rgb[:, 1], rgb[:, 2]
-    header = ("ply\nformat binary_little_endian 1.0\n"
-              "comment comfyui-ppd point cloud, metres, y up, -z forward\n"
-              f"element vertex {len(pts)}\nproperty float x\nproperty float y\nproperty float z\n"
-              "property uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n")
-
-    def write(f) -> None:
-        f.write(header.encode("ascii"))
-        f.write(rec.data)
-
-    return atomic_write(path, write, overwrite)
-
-
-def write_glb(path: str | os.PathLike, cloud: PointCloud, *, overwrite: bool = False) -> Path:
-    """glTF 2.0 binary with one POINTS primitive (POSITION and float COLOR_0), viewer frame."""
-    data = _glb(_np32(opencv_to_gltf(cloud.points)), _np32(cloud.colors.clamp(0, 1)), None)
-    return atomic_write(path, lambda f: f.write(data), overwrite)
-
-
-def write_glb_mesh(path: str | os.PathLike, vertices: torch.Tensor, faces: torch.Tensor,
-                   colors: torch.Tensor, *, overwrite: bool = False) -> Path:
-    """glTF 2.0 binary with one TRIANGLES primitive (uint32 indices), OpenCV-frame input, viewer frame out."""
-    indices = faces.detach().cpu().numpy().astype("<u4").reshape(-1)
-    data = _glb(_np32(opencv_to_gltf(vertices)), _np32(colors.clamp(0, 1)), indices)
-    return atomic_write(path, lambda f: f.write(data), overwrite)
-
-
-def _glb(positions: np.ndarray, colors: np.ndarray, indices: np.ndarray | None) -> bytes:
-    """The bytes of a one-mesh GLB; every bufferView starts on a 4-byte boundary."""
-    if len(positions) == 0:
-        raise InputError("nothing to write: the cloud or mesh is empty.")
-    blobs = [positions.tobytes(), colors.tobytes()] + ([indices.tobytes()] if indices is not None else [])
-    views, offset = [], 0
-    for i, blob in enumerate(blobs):
-        views.append({"buffer": 0, "byteOffset": offset, "byteLength": len(blob),
-                      "target": 34963 if i == 2 else 34962})
-        offset += len(blob)  # all blobs are 4-byte multiples (float32 / uint32)
-    accessors = [
-        {"bufferView": 0, "componentType": 5126, "count": len(positions), "type": "VEC3",
-         "min": positions.min(0).tolist(), "max": positions.max(0).tolist()},
-        {"bufferView": 1, "componentType": 5126, "count": len(colors), "type": "VEC3"},
-    ]
-    primitive = {"attributes": {"POSITION": 0, "COLOR_0": 1}, "mode": 0}
-    if indices is not None:
-        accessors.append({"bufferView": 2, "componentType": 5125, "count": len(indices), "type": "SCALAR"})
-        primitive.update(indices=2, mode=4)
-    doc = {"asset": {"version": "2.0", "generator": "comfyui-ppd"}, "scene": 0, "scenes": [{"nodes": [0]}],
-           "nodes": [{"mesh": 0}], "meshes": [{"primitives": [primitive]}],
-           "buffers": [{"byteLength": offset}], "bufferViews": views, "accessors": accessors}
-    text = json.dumps(doc, separators=(",", ":")).encode("utf-8")
-    text += b" " * (-len(text) % 4)
-    binary = b"".join(blobs)
-    binary += b"\0" * (-len(binary) % 4)
-    total = 12 + 8 + len(text) + 8 + len(binary)
-    return (struct.pack("<4sII", b"glTF", 2, total) + struct.pack("<I4s", len(text), b"JSON") + text
-            + struct.pack("<I4s", len(binary), b"BIN\x00") + binary)
-
-
-def _np32(t: torch.Tensor) -> np.ndarray:
-    return np.ascontiguousarray(t.detach().to("cpu", torch.float32).numpy(), dtype="<f4")
-
-
-def _np_u8(colors: torch.Tensor) -> np.ndarray:
-    return (colors.detach().to("cpu", torch.float32).clamp(0, 1) * 255).round().to(torch.uint8).numpy()

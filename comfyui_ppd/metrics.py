@@ -21,6 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .align import fit_affine
 from .errors import InputError
 from .geometry import (_as_map, _check_focal, _check_kind, _pixel_mask, camera_intrinsics, depth_to_points,
                        from_fit_space, local_depth_range, to_fit_space)
@@ -200,14 +201,11 @@ def _surface_slope(d: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 def _align_least_squares(p: torch.Tensor, g: torch.Tensor, kind: str, valid: torch.Tensor
                          ) -> tuple[torch.Tensor, float, float]:
     """Prediction fitted to ground truth by ordinary least squares in the kind's space."""
-    x, y = p[valid].double(), to_fit_space(g[valid].double(), kind)
-    xm, ym = x.mean(), y.mean()
-    sxx = ((x - xm) ** 2).sum()
-    if sxx <= 0:
+    fit = fit_affine(p[valid].double(), to_fit_space(g[valid].double(), kind))
+    if bool(fit.flat):
         raise InputError("the prediction is constant over the valid pixels, so it cannot be aligned: "
                          "check that the depth node ran on this image.")
-    a = float(((x - xm) * (y - ym)).sum() / sxx)
-    b = float(ym - a * xm)
+    a, b = float(fit.scale), float(fit.shift)
     return from_fit_space(a * p.double() + b, kind).float(), a, b
 
 

@@ -11,15 +11,17 @@ import logging
 
 import torch
 
-from comfyui_ppd import imaging
-from comfyui_ppd.errors import InputError
-from comfyui_ppd.pipeline import Prepared
-from comfyui_ppd.sampling import sampling_timesteps
+import comfy.model_management as mm
+import comfy.utils
 
-from . import comfy
+from ..comfyui_ppd import imaging, tasks
+from ..comfyui_ppd.errors import InputError
+from ..comfyui_ppd.families.ppd.pipeline import Prepared
+from ..comfyui_ppd.sampling import sampling_timesteps
+
 
 log = logging.getLogger("comfyui_ppd")
-RESOLUTIONS = {"1024x768 area (official)": 1024 * 768, "768x576 area (faster)": 768 * 576,
+RESOLUTIONS = {"1024x768 area (official)": imaging.DEFAULT_AREA, "768x576 area (faster)": 768 * 576,
                "512x384 area (fastest)": 512 * 384, "custom long side": None}
 
 
@@ -42,10 +44,10 @@ def image_to_bchw(image: torch.Tensor) -> torch.Tensor:
 
 def progress(total: int, node_id: str | None = None):
     """A callback(done, total) that drives ComfyUI's progress bar and honours Cancel between steps."""
-    bar = comfy.ProgressBar(total, node_id=node_id)
+    bar = comfy.utils.ProgressBar(total, node_id=node_id)
 
     def callback(done: int, total_: int) -> None:
-        comfy.throw_exception_if_processing_interrupted()
+        mm.throw_exception_if_processing_interrupted()
         bar.update_absolute(done, total_)
 
     return callback
@@ -131,9 +133,10 @@ class PPD_DepthSampler:
         b, _, h, w = image.shape
         ppd_model.load(h, w)
         total = b * ensemble_size * len(sampling_timesteps(steps))
-        result = pipe.predict(Prepared(image, semantics["semantics"], semantics["input_size"]), steps=steps,
-                              seed=seed, ensemble_size=ensemble_size, callback=progress(total, unique_id))
+        prepared = Prepared(image, semantics["semantics"], semantics["input_size"])
+        result = tasks.predict_depth(pipe, prepared, steps=steps, seed=seed, ensemble_size=ensemble_size,
+                                     progress=progress(total, unique_id))
         packet = {"depth": result.depth, "spread": result.spread, "image": image,
                   "input_size": semantics["input_size"], "kind": "ppd"}
         rgb, _ = imaging.render_depth(result.depth, "controlnet", size=semantics["input_size"])
-        return (packet, rgb.to(comfy.mm.intermediate_device()))
+        return (packet, rgb.movedim(1, -1).to(mm.intermediate_device()))

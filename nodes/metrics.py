@@ -5,9 +5,10 @@ import math
 
 import torch
 
-from comfyui_ppd import geometry, imaging, metrics
+import comfy.model_management as mm
 
-from . import comfy
+from ..comfyui_ppd import imaging, metrics, tasks
+
 from .pointcloud import (CAMERA_INPUTS, DEPTH_INPUTS, KIND_INPUT, RANGE_INPUTS, camera, colour_batch, per_image,
                          pick, read_depth, to_mask_batch)
 
@@ -58,20 +59,16 @@ class PPD_EdgeMetricPreview:
         total = source.depth.shape[0]
         results, heatmaps = [], []
         for i in range(total):
-            comfy.throw_exception_if_processing_interrupted()
+            mm.throw_exception_if_processing_interrupted()
 
             def work(i=i):
                 d = source.depth[i]
                 focal = float(camera(*d.shape, source.input_width, fov_deg, focal_px)[0, 0])
-                metric = geometry.metric_depth(d, source.kind, near=near, far=far)
-                result = dict(metrics.flying_pixel_ratio(metric, focal))
                 truth = pick(truths, i, total, "gt_depth")
                 if truth is not None:  # the ground truth goes to the depth grid, never the reverse
                     truth = imaging.resize_depth(truth[None, None].float(), tuple(d.shape), "nearest")[0, 0]
-                    result.update(metrics.edge_point_metrics(d, truth, focal, kind=source.kind))
-                background = pick(colours, i, total, "image")
-                heat = metrics.flying_heatmap(result["flying_mask"], metric if background is None else background)
-                return result, heat
+                return tasks.evaluate_edges(d, source.kind, focal, near=near, far=far, gt=truth,
+                                            background=pick(colours, i, total, "image"))
 
             result, heat = per_image(i, total, work)
             results.append(result)
@@ -80,7 +77,7 @@ class PPD_EdgeMetricPreview:
         count = sum(r["flying_count"] for r in results)
         lines = [metrics.format_summary(r) for r in results]
         summary = lines[0] if total == 1 else "\n".join(f"image {i + 1}: {s}" for i, s in enumerate(lines))
-        heatmap = torch.stack(heatmaps).to(comfy.mm.intermediate_device())
+        heatmap = torch.stack(heatmaps).to(mm.intermediate_device())
         return (heatmap, numbers[0], numbers[1], count, *numbers[2:], summary)
 
 

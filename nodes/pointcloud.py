@@ -21,10 +21,14 @@ from dataclasses import dataclass
 
 import torch
 
-from comfyui_ppd import geometry
-from comfyui_ppd.errors import InputError
+import comfy.model_management as mm
+import folder_paths
 
-from . import comfy
+from ..comfyui_ppd import geometry, tasks
+from ..comfyui_ppd.errors import InputError
+from ..comfyui_ppd.io import meshes
+from . import moge
+
 from .depth import image_to_bchw
 from .render import check_depth
 
@@ -100,19 +104,13 @@ def pick(batch: torch.Tensor | None, index: int, total: int, name: str) -> torch
 
 
 def camera(height: int, width: int, input_width: int, fov_deg: float, focal_px: float,
-           moge: dict | None = None, index: int = 0) -> torch.Tensor:
+           packet: dict | None = None, index: int = 0) -> torch.Tensor:
     """(3,3) intrinsics of the depth grid: focal_px (original-image pixels) > MoGe intrinsics > FOV."""
     if focal_px > 0:  # a field of view spans the whole width at any resolution
         return geometry.camera_intrinsics(height, width, fov_deg=geometry.fov_from_focal(focal_px, input_width))
-    if moge is not None and moge.get("intrinsics") is not None:
-        return geometry.intrinsics_from_moge(moge, height, width, moge_index(moge, index))
+    if packet is not None and packet.get("intrinsics") is not None:
+        return moge.intrinsics(packet, height, width, index)
     return geometry.camera_intrinsics(height, width, fov_deg=fov_deg)
-
-
-def moge_index(moge: dict, index: int) -> int:
-    """Index into a MOGE_GEOMETRY batch: its only image, or the matching one."""
-    batch = next((moge[k].shape[0] for k in ("depth", "intrinsics", "points") if moge.get(k) is not None), 1)
-    return 0 if batch == 1 else index
 
 
 def per_image(index: int, total: int, work):
@@ -220,18 +218,18 @@ class PPD_DepthToPointCloud:
         total = source.depth.shape[0]
         frames, lines = [], []
         for i in range(total):
-            comfy.throw_exception_if_processing_interrupted()
+            mm.throw_exception_if_processing_interrupted()
 
             def work(i=i):
                 colour, keep = pick(colours, i, total, "image"), pick(masks, i, total, "mask")
                 reference, valid = pick(references, i, total, "reference_depth"), None
                 if reference is None and moge_geometry is not None:
-                    reference, valid = geometry.moge_reference(moge_geometry, moge_index(moge_geometry, i))
-                metric = geometry.metric_depth(source.depth[i], source.kind, near=near, far=far,
-                                               reference=reference, reference_mask=valid, mask=keep)
-                K = camera(*metric.shape, source.input_width, fov_deg, focal_px, moge_geometry, i)
-                cloud = geometry.depth_to_point_cloud(metric, K, colour, mask=keep, stride=stride,
-                                                      discontinuity_threshold=discontinuity_threshold)
+                    reference, valid = moge.reference(moge_geometry, i)
+                K = camera(*source.depth[i].shape, source.input_width, fov_deg, focal_px, moge_geometry, i)
+                cloud, metric, K = tasks.depth_to_cloud(
+                    source.depth[i], source.kind, near=near, far=far, intrinsics=K, colors=colour,
+                    reference=reference, reference_mask=valid, mask=keep, stride=stride,
+                    discontinuity_threshold=discontinuity_threshold)
                 return {"cloud": cloud, "depth": metric, "intrinsics": K, "image": colour, "mask": keep}
 
             frame, notes = logged_warnings(lambda: per_image(i, total, work))
@@ -301,11 +299,11 @@ class PPD_SavePointCloud:
             raise InputError("nothing to save: switch on at least one of ply, glb, mesh.")
         frames = points["frames"]
         first = frames[0]["cloud"]
-        folder, name, counter, subfolder, _ = comfy.folder_paths.get_save_image_path(
-            filename_prefix, comfy.folder_paths.get_output_directory(), first.width, first.height)
+        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
+            filename_prefix, folder_paths.get_output_directory(), first.width, first.height)
         stride, written = points.get("stride", 1), []
         for i, frame in enumerate(frames):
-            comfy.throw_exception_if_processing_interrupted()      # stop between images, never mid-file
+            mm.throw_exception_if_processing_interrupted()      # stop between images, never mid-file
             base = f"{name}_{counter + i:05}_"
             written.append(per_image(i, len(frames), lambda: self.write(
                 folder, base, frame, stride, ply, glb, mesh, mesh_discontinuity_threshold)))
@@ -319,12 +317,12 @@ class PPD_SavePointCloud:
         """Write one frame's files; returns {"ply" | "glb" | "mesh": file name}."""
         out = {}
         if ply:
-            out["ply"] = geometry.write_ply(os.path.join(folder, base + ".ply"), frame["cloud"]).name
+            out["ply"] = meshes.write_ply(os.path.join(folder, base + ".ply"), frame["cloud"]).name
         if glb:
-            out["glb"] = geometry.write_glb(os.path.join(folder, base + ".glb"), frame["cloud"]).name
+            out["glb"] = meshes.write_glb(os.path.join(folder, base + ".glb"), frame["cloud"]).name
         if mesh:
             m = geometry.depth_to_mesh(frame["depth"], frame["intrinsics"], frame["image"], mask=frame["mask"],
                                        stride=stride, discontinuity_threshold=threshold)
-            out["mesh"] = geometry.write_glb_mesh(os.path.join(folder, base + "mesh.glb"), m.vertices, m.faces,
+            out["mesh"] = meshes.write_glb_mesh(os.path.join(folder, base + "mesh.glb"), m.vertices, m.faces,
                                                   m.colors).name
         return out

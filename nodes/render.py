@@ -4,10 +4,12 @@ from __future__ import annotations
 import os
 import uuid
 
-from comfyui_ppd import imaging
-from comfyui_ppd.errors import InputError
+import comfy.model_management as mm
+import folder_paths
 
-from . import comfy
+from ..comfyui_ppd import imaging, tasks
+from ..comfyui_ppd.errors import InputError
+
 
 SIZES = ["input", "processing"]
 NORMALISATION = ["per image", "whole batch"]
@@ -59,8 +61,8 @@ class PPD_DepthRender:
         check_depth(ppd_depth)
         rgb, grey = imaging.render_depth(ppd_depth["depth"], mode, colormap, normalization == "per image",
                                          target_size(ppd_depth, output_size))
-        device = comfy.mm.intermediate_device()
-        return (rgb.to(device), grey.to(device))
+        device = mm.intermediate_device()
+        return (rgb.movedim(1, -1).to(device), grey[:, 0].to(device))
 
 
 class PPD_SaveDepth:
@@ -99,36 +101,27 @@ class PPD_SaveDepth:
         if not (png16 or npy or exr):
             raise InputError("nothing to save: switch on at least one of png16, npy, exr.")
         size = target_size(ppd_depth, output_size)
-        depth = imaging.resize_depth(ppd_depth["depth"], size) if size != tuple(ppd_depth["depth"].shape[-2:]) \
-            else ppd_depth["depth"]
-        mode = "controlnet" if png_orientation == "near = white" else "depth"
-        _, grey = imaging.render_depth(depth, mode)
-        folder, name, counter, subfolder, _ = comfy.folder_paths.get_save_image_path(
-            filename_prefix, comfy.folder_paths.get_output_directory(), size[1], size[0])
-        saved = []
+        depth = ppd_depth["depth"]
+        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
+            filename_prefix, folder_paths.get_output_directory(), size[1], size[0])
         for i in range(depth.shape[0]):
-            comfy.throw_exception_if_processing_interrupted()      # stop between images, never mid-file
+            mm.throw_exception_if_processing_interrupted()      # stop between images, never mid-file
             base = os.path.join(folder, f"{name}_{counter + i:05}_")
-            if png16:
-                saved.append(imaging.write_png16(base + ".png", grey[i].numpy()))
-            if npy:
-                imaging.write_npy(base + ".npy", depth[i, 0].numpy())
-            if exr:
-                imaging.write_exr(base + ".exr", depth[i, 0].numpy())
-        previews = self.preview(depth)
-        return {"ui": {"images": previews}}
+            files = {kind: base + ext for kind, ext, on in (("png16", ".png", png16), ("npy", ".npy", npy),
+                                                            ("exr", ".exr", exr)) if on}
+            tasks.save_depth(depth[i], files, size=size, near_white=png_orientation == "near = white")
+        return {"ui": {"images": self.preview(imaging.resize_depth(depth, size))}}
 
     @staticmethod
     def preview(depth) -> list[dict]:
         """Colour-mapped 8-bit previews in the temp folder, shown under the node like PreviewImage."""
-        rgb, _ = imaging.render_depth(depth, "colormap")
-        temp = comfy.folder_paths.get_temp_directory()
+        temp = folder_paths.get_temp_directory()
         prefix = "ppd_preview_" + uuid.uuid4().hex[:8]
-        folder, name, counter, subfolder, _ = comfy.folder_paths.get_save_image_path(
-            prefix, temp, rgb.shape[2], rgb.shape[1])
+        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
+            prefix, temp, depth.shape[-1], depth.shape[-2])
         out = []
-        for i in range(rgb.shape[0]):
+        for i in range(depth.shape[0]):
             file = f"{name}_{counter + i:05}_.png"
-            imaging.write_png8_rgb(os.path.join(folder, file), rgb[i].numpy())
+            tasks.save_depth(depth[i], {"color": os.path.join(folder, file)})
             out.append({"filename": file, "subfolder": subfolder, "type": "temp"})
         return out

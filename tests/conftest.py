@@ -4,12 +4,32 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import types
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # test helper modules
+
+
+def _install_comfyui() -> bool:
+    """Make `folder_paths` and `comfy.*` importable for the nodes: a real ComfyUI checkout named by $COMFY_DIR
+    (or already importable), else the fakes in tests/fakes. Returns True for a real ComfyUI."""
+    if os.environ.get("COMFY_DIR"):
+        sys.path.insert(0, os.path.abspath(os.environ["COMFY_DIR"]))
+    try:
+        import comfy.model_management  # noqa: F401
+        import folder_paths  # noqa: F401
+        return True
+    except ImportError:
+        for name in [m for m in sys.modules if m == "comfy" or m.startswith("comfy.") or m == "folder_paths"]:
+            del sys.modules[name]                      # a half-imported real ComfyUI must not shadow the fakes
+        sys.path.insert(0, str(Path(__file__).resolve().parent / "fakes"))
+        return False
+
+
+REAL_COMFY = _install_comfyui()
 
 
 def parity_dir() -> Path | None:
@@ -83,16 +103,22 @@ def image_file(tmp_path):
 
 @pytest.fixture()
 def comfy_env(pack, tmp_path, monkeypatch):
-    """nodes.comfy pointed at a fresh stand-in ComfyUI folder tree with tiny models in models/ppd."""
+    """ComfyUI's modules (real or fake) pointed at a fresh folder tree with tiny models in models/ppd."""
+    import comfy.model_management as mm
+    import comfy.utils
+    import folder_paths
+    base = tmp_path / "comfy"
+    monkeypatch.setattr(folder_paths, "models_dir", str(base / "models"))
+    monkeypatch.setattr(folder_paths, "folder_names_and_paths", dict(folder_paths.folder_names_and_paths))
+    monkeypatch.delitem(folder_paths.folder_names_and_paths, "ppd", raising=False)
+    for kind in ("output", "temp", "input"):
+        (base / kind).mkdir(parents=True, exist_ok=True)
+        monkeypatch.setattr(folder_paths, f"{kind}_directory", str(base / kind))
     from tiny_models import write_tiny_models
-    comfy = pack.nodes.comfy
-    if comfy.REAL_COMFY:
-        pytest.skip("these tests drive the stand-in; the real ComfyUI is checked with the harness")
-    fp = comfy.StandinFolderPaths(tmp_path / "comfy")
-    monkeypatch.setattr(comfy, "folder_paths", fp)
     pack.nodes.model.register_model_folder()
-    write_tiny_models(tmp_path / "comfy" / "models" / "ppd")
-    return comfy
+    write_tiny_models(base / "models" / "ppd")
+    return types.SimpleNamespace(folder_paths=folder_paths, mm=mm, ProgressBar=comfy.utils.ProgressBar,
+                                 InterruptProcessingException=mm.InterruptProcessingException, real=REAL_COMFY)
 
 
 @pytest.fixture()
@@ -100,7 +126,7 @@ def cancel_at_check(comfy_env, monkeypatch):
     """cancel_at_check(n): the user presses Cancel just before the node's n-th interrupt check."""
     def arm(n: int) -> None:
         calls = {"n": 0}
-        real = comfy_env.throw_exception_if_processing_interrupted
+        real = comfy_env.mm.throw_exception_if_processing_interrupted
 
         def check() -> None:
             calls["n"] += 1
@@ -108,5 +134,5 @@ def cancel_at_check(comfy_env, monkeypatch):
                 comfy_env.mm.interrupt_current_processing(True)
             real()
 
-        monkeypatch.setattr(comfy_env, "throw_exception_if_processing_interrupted", check)
+        monkeypatch.setattr(comfy_env.mm, "throw_exception_if_processing_interrupted", check)
     return arm

@@ -9,8 +9,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from comfyui_ppd import bench
-from comfyui_ppd.models.dinov2 import ViTConfig
-from comfyui_ppd.models.dit import DiTConfig
+from comfyui_ppd.families.ppd import flops
+from comfyui_ppd.nn.dinov2 import ViTConfig
+from comfyui_ppd.families.ppd.dit import DiTConfig
 from comfyui_ppd.sampling import sampling_timesteps
 
 PARTS = set(bench.PARTS)
@@ -65,34 +66,34 @@ def test_flop_formula_counts_every_matmul():
         cond = dit.condition(image, semantics)
         calls = {"encoder": lambda: enc(image), "condition": lambda: dit.condition(image, semantics),
                  "step": lambda: dit.forward_condition(latent, cond, torch.tensor(7)),
-                 "flat": lambda: bench.flat_step(dit, latent, cond, torch.tensor(7))}
+                 "flat": lambda: dit.forward_condition(latent, cond, torch.tensor(7), cascade=False)}
         for name, fn in calls.items():
             with FlopCounterMode(display=False) as counter:
                 fn()
             counted[name] = counter.get_total_flops()
-    assert counted == {"encoder": bench.encoder_work(vit_cfg, h, w, b).flop,
-                       "condition": bench.condition_work(dit_cfg, h, w, b).flop,
-                       "step": bench.dit_step_work(dit_cfg, h, w, b).flop,
-                       "flat": bench.dit_step_work(dit_cfg, h, w, b, cascade=False).flop}
+    assert counted == {"encoder": flops.encoder_work(vit_cfg, h, w, b).flop,
+                       "condition": flops.condition_work(dit_cfg, h, w, b).flop,
+                       "step": flops.dit_step_work(dit_cfg, h, w, b).flop,
+                       "flat": flops.dit_step_work(dit_cfg, h, w, b, cascade=False).flop}
 
 
 def test_full_size_counts_match_the_published_figures():
     """The issue: ~12.8 TFLOP per DiT step and ~2.8 TFLOP encoder at 1024x768 (54 for 4 steps);
     one official DiT forward at 512x384 (our step plus the per-image condition) is 1,719 GFLOP."""
     dit_cfg, vit_cfg = bench.SIZES["full"]
-    step = bench.dit_step_work(dit_cfg, 768, 1024).flop
-    encoder = bench.encoder_work(vit_cfg, 768, 1024).flop
+    step = flops.dit_step_work(dit_cfg, 768, 1024).flop
+    encoder = flops.encoder_work(vit_cfg, 768, 1024).flop
     assert step / 1e12 == pytest.approx(12.8, rel=0.01)
     assert encoder / 1e12 == pytest.approx(2.8, rel=0.01)
     assert (encoder + 4 * step) / 1e12 == pytest.approx(54, rel=0.01)
-    official = bench.dit_step_work(dit_cfg, 384, 512).flop + bench.condition_work(dit_cfg, 384, 512).flop
+    official = flops.dit_step_work(dit_cfg, 384, 512).flop + flops.condition_work(dit_cfg, 384, 512).flop
     assert official / 1e9 == pytest.approx(1719, abs=1)
 
 
 def test_compile_option_reports_whether_blocks_were_compiled(tmp_path, monkeypatch):
     """Wiring only (inductor itself is exercised in test_fastpath): an identity 'compiler' counts as compiled."""
-    from comfyui_ppd import accel
-    monkeypatch.setattr(accel.torch, "compile", lambda fn, **kwargs: fn)
+    from comfyui_ppd import runtime
+    monkeypatch.setattr(runtime.torch, "compile", lambda fn, **kwargs: fn)
     out = tmp_path / "bench.json"
     assert bench.main(["--model", "tiny", "--size", "32x32", "--parts", "step", "--repeats", "1", "--device", "cpu",
                        "--compile", "--json", str(out)]) == 0

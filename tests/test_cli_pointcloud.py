@@ -8,6 +8,7 @@ import torch
 
 import scenes
 from comfyui_ppd import imaging
+from comfyui_ppd.io import images
 from test_cli import predict
 from test_geometry import read_ply
 
@@ -30,7 +31,7 @@ def test_pointcloud_has_one_point_per_processing_pixel_at_the_mapped_depth(model
     want = scenes.rays(h, w, fov) * z[..., None]                                  # OpenCV frame, pixel centres
     assert torch.allclose(xyz.double(), (want * torch.tensor([1.0, -1.0, -1.0])).reshape(-1, 3), rtol=1e-4,
                           atol=1e-4)
-    resized = imaging.resize_keep_aspect(imaging.load_image(image_file), 6144)[0]     # what the model saw
+    resized = imaging.resize_keep_aspect(images.load_image(image_file), 6144)[0]     # what the model saw
     assert torch.equal(rgb, (resized.permute(1, 2, 0).reshape(-1, 3) * 255).round().long())
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from comfyui_ppd import catalogue
 from comfyui_ppd import download as dl
 from comfyui_ppd.errors import CheckpointError, PPDError
 
@@ -78,7 +79,7 @@ def server():
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
     """No real model folders, caches or proxies leak into these tests."""
-    monkeypatch.delenv(dl.ENV_VAR, raising=False)
+    monkeypatch.delenv(catalogue.ENV_VAR, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
@@ -194,9 +195,9 @@ def test_network_failure_lists_url_and_target(tmp_path):
 
 def _fake_catalogue(monkeypatch, url_a: str, url_b: str) -> None:
     monkeypatch.setattr(dl, "OFFICIAL_FILES", {f.name: f for f in (
-        dl.ModelFile("a.pth", "dit", "da2", url_a, "~1 MB", "A."),
-        dl.ModelFile("b.pth", "encoder", "da2", url_b, "~1 MB", "B."),
-        dl.ModelFile("c.pth", "dit", "moge2", None, "~1 MB", "Get c.pth from the drive link."),
+        catalogue.ModelFile("a.pth", "dit", "da2", url_a, "~1 MB", "A."),
+        catalogue.ModelFile("b.pth", "encoder", "da2", url_b, "~1 MB", "B."),
+        catalogue.ModelFile("c.pth", "dit", "moge2", None, "~1 MB", "Get c.pth from the drive link."),
     )})
 
 
@@ -229,13 +230,13 @@ def test_download_official_fetches_and_explains_manual_files(server, tmp_path, m
 
 
 def test_official_catalogue():
-    files = dl.OFFICIAL_FILES
+    files = catalogue.OFFICIAL_FILES
     assert set(files) == {"ppd.pth", "ppd_moge.pth", "depth_anything_v2_vitl.pth", "moge2_vitl_normal.pt"}
     for name, f in files.items():
-        assert name == f.name and f.role in dl.ROLES and f.semantics in ("da2", "moge2")
+        assert name == f.name and f.role in catalogue.ROLES and f.semantics in ("da2", "moge2")
         assert f.url.startswith("https://huggingface.co/") if name != "ppd_moge.pth" else f.url is None
-    assert dl.OFFICIAL_REPO in files["ppd_moge.pth"].note
-    assert {dl.DEFAULT_NAMES[r] for r in dl.ROLES} <= set(files)
+    assert catalogue.OFFICIAL_REPO in files["ppd_moge.pth"].note
+    assert {catalogue.DEFAULT_NAMES[r] for r in catalogue.ROLES} <= set(files)
 
 
 # ---------------------------------------------------------------------------------- lookup
@@ -260,66 +261,66 @@ def _fake_comfy(root: Path, marker: str = "main") -> Path:
 @pytest.mark.parametrize("marker", ["main", "folder_paths"])
 def test_models_dirs_order_inside_comfyui(tmp_path, monkeypatch, marker):
     start = _fake_comfy(tmp_path / "ComfyUI", marker)
-    monkeypatch.setenv(dl.ENV_VAR, str(tmp_path / "env"))
-    assert dl.models_dirs(str(tmp_path / "flag"), start=start) == [
+    monkeypatch.setenv(catalogue.ENV_VAR, str(tmp_path / "env"))
+    assert catalogue.models_dirs(str(tmp_path / "flag"), start=start) == [
         tmp_path / "flag", tmp_path / "env", tmp_path / "ComfyUI" / "models" / "ppd",
         tmp_path / "xdg" / "comfyui-ppd"]
 
 
 def test_models_dirs_ignores_non_comfyui_tree(tmp_path):
     start = _fake_comfy(tmp_path / "NotComfy", marker="none")
-    assert dl.models_dirs(start=start) == [tmp_path / "xdg" / "comfyui-ppd"]
+    assert catalogue.models_dirs(start=start) == [tmp_path / "xdg" / "comfyui-ppd"]
 
 
 def test_find_model_search_order(tmp_path, monkeypatch):
     flag, env = _touch(tmp_path / "flag" / "ppd.pth"), _touch(tmp_path / "env" / "ppd.pth")
-    monkeypatch.setenv(dl.ENV_VAR, str(env.parent))
-    assert dl.find_model("ppd.pth", "dit", explicit=flag.parent) == flag
-    assert dl.find_model(None, "dit", explicit=flag.parent) == flag
-    assert dl.find_model("ppd.pth", "dit", explicit=tmp_path / "empty") == env
-    assert dl.find_model(None, "dit") == env
+    monkeypatch.setenv(catalogue.ENV_VAR, str(env.parent))
+    assert catalogue.find_model("ppd.pth", "dit", explicit=flag.parent) == flag
+    assert catalogue.find_model(None, "dit", explicit=flag.parent) == flag
+    assert catalogue.find_model("ppd.pth", "dit", explicit=tmp_path / "empty") == env
+    assert catalogue.find_model(None, "dit") == env
 
 
 def test_find_model_in_comfyui_folder(tmp_path):
     start = _fake_comfy(tmp_path / "ComfyUI")
     enc = _touch(tmp_path / "ComfyUI" / "models" / "ppd" / "depth_anything_v2_vitl.pth")
-    assert dl.find_model(None, "encoder", start=start) == enc
+    assert catalogue.find_model(None, "encoder", start=start) == enc
 
 
 def test_find_model_existing_path_as_is(tmp_path):
     path = _touch(tmp_path / "anywhere" / "my_dit.pth")
-    assert dl.find_model(str(path), "dit") == path
+    assert catalogue.find_model(str(path), "dit") == path
 
 
 def test_find_model_default_then_single_candidate(tmp_path):
     folder = tmp_path / "models"
     moge_dit, moge_enc = _touch(folder / "ppd_moge.pth"), _touch(folder / "moge2_vitl_normal.pt")
-    assert dl.find_model(None, "dit", explicit=folder) == moge_dit
-    assert dl.find_model(None, "encoder", explicit=folder) == moge_enc
+    assert catalogue.find_model(None, "dit", explicit=folder) == moge_dit
+    assert catalogue.find_model(None, "encoder", explicit=folder) == moge_enc
     default = _touch(folder / "ppd.pth")
-    assert dl.find_model(None, "dit", explicit=folder) == default
+    assert catalogue.find_model(None, "dit", explicit=folder) == default
 
 
 def test_missing_default_explains_where_and_how(tmp_path, monkeypatch):
-    monkeypatch.setenv(dl.ENV_VAR, str(tmp_path / "env"))
+    monkeypatch.setenv(catalogue.ENV_VAR, str(tmp_path / "env"))
     with pytest.raises(CheckpointError) as err:
-        dl.find_model(None, "encoder", explicit=tmp_path / "flag")
+        catalogue.find_model(None, "encoder", explicit=tmp_path / "flag")
     msg = str(err.value)
     for part in (str(tmp_path / "flag"), str(tmp_path / "env"), str(tmp_path / "xdg" / "comfyui-ppd"),
-                 dl.OFFICIAL_FILES["depth_anything_v2_vitl.pth"].url,
+                 catalogue.OFFICIAL_FILES["depth_anything_v2_vitl.pth"].url,
                  str(tmp_path / "flag" / "depth_anything_v2_vitl.pth"), "--download"):
         assert part in msg
 
 
 def test_missing_ppd_moge_points_to_official_readme(tmp_path):
     with pytest.raises(CheckpointError) as err:
-        dl.find_model("ppd_moge.pth", "dit", explicit=tmp_path / "flag")
-    assert dl.OFFICIAL_REPO in str(err.value) and str(tmp_path / "flag") in str(err.value)
+        catalogue.find_model("ppd_moge.pth", "dit", explicit=tmp_path / "flag")
+    assert catalogue.OFFICIAL_REPO in str(err.value) and str(tmp_path / "flag") in str(err.value)
 
 
 def test_missing_unknown_name_and_missing_path(tmp_path):
     with pytest.raises(CheckpointError, match="ppd.pth") as err:
-        dl.find_model("typo.pth", "dit", explicit=tmp_path)
+        catalogue.find_model("typo.pth", "dit", explicit=tmp_path)
     assert "typo.pth" in str(err.value)
     with pytest.raises(CheckpointError, match="no file at this path"):
-        dl.find_model(str(tmp_path / "nowhere" / "ppd.pth"), "dit")
+        catalogue.find_model(str(tmp_path / "nowhere" / "ppd.pth"), "dit")

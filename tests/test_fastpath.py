@@ -11,11 +11,11 @@ import warnings
 import pytest
 import torch
 
-from comfyui_ppd import accel, load_dit, load_semantic_encoder
+from comfyui_ppd import load_dit, runtime, load_semantic_encoder
 from comfyui_ppd.bench import MemoryMeter, measure
-from comfyui_ppd.models.dinov2 import Attention as ViTAttention
-from comfyui_ppd.models.dit import Attention
-from comfyui_ppd.models.layers import rope_2d_tables
+from comfyui_ppd.nn.dinov2 import Attention as ViTAttention
+from comfyui_ppd.families.ppd.dit import Attention
+from comfyui_ppd.nn.layers import rope_2d_tables
 
 FAST_TOL = 1e-3
 SPACING_AT_2 = {torch.bfloat16: 2 ** -7, torch.float16: 2 ** -10}     # distance between values in [1, 2)
@@ -37,12 +37,12 @@ def test_compiled_dit_matches_eager(parity, cases):
     x, sem, t, ref = cases[0]
     with torch.inference_mode():
         eager = dit(x, sem, t)
-    accel.compile_dit(dit)
+    runtime.compile_blocks(dit)
     with warnings.catch_warnings(record=True) as caught, torch.inference_mode():
         warnings.simplefilter("always")
         out = dit(x, sem, t)
     assert err(out, eager) < FAST_TOL                 # holds on the eager fallback as well
-    if not accel.is_compiled(dit):
+    if not runtime.is_compiled(dit):
         pytest.skip(f"torch.compile cannot run here, fell back to eager: {[str(w.message) for w in caught]}")
     assert err(out, ref) < 2e-5
 
@@ -53,12 +53,12 @@ def test_compile_failure_falls_back_to_eager(parity, cases, monkeypatch):
             raise RuntimeError("no C++ compiler")
         return run
 
-    monkeypatch.setattr(accel.torch, "compile", broken_compile)
-    dit = accel.compile_dit(load_dit(parity / "dit_tiny_weights.safetensors"))
+    monkeypatch.setattr(runtime.torch, "compile", broken_compile)
+    dit = runtime.compile_blocks(load_dit(parity / "dit_tiny_weights.safetensors"))
     x, sem, t, ref = cases[0]
     with pytest.warns(RuntimeWarning, match="running them eagerly.*no C\\+\\+ compiler"), torch.inference_mode():
         out = dit(x, sem, t)
-    assert not accel.is_compiled(dit)
+    assert not runtime.is_compiled(dit)
     assert err(out, ref) < 2e-5
     with warnings.catch_warnings():
         warnings.simplefilter("error")                 # later calls stay eager without warning again
@@ -71,13 +71,13 @@ def test_compile_unavailable_at_setup_falls_back(parity, cases, monkeypatch):
     def unavailable(fn, **kwargs):
         raise RuntimeError("Dynamo is not supported on this Python")
 
-    monkeypatch.setattr(accel.torch, "compile", unavailable)
+    monkeypatch.setattr(runtime.torch, "compile", unavailable)
     with pytest.warns(RuntimeWarning, match="Dynamo is not supported"):
-        dit = accel.compile_dit(load_dit(parity / "dit_tiny_weights.safetensors"))
+        dit = runtime.compile_blocks(load_dit(parity / "dit_tiny_weights.safetensors"))
     x, sem, t, ref = cases[0]
     with torch.inference_mode():
         assert err(dit(x, sem, t), ref) < 2e-5
-    assert not accel.is_compiled(dit)
+    assert not runtime.is_compiled(dit)
 
 
 @pytest.mark.parametrize("weights,autocast", [

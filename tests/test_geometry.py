@@ -1,6 +1,7 @@
 """Unprojection, scale mapping, meshes and the PLY / GLB writers, checked on analytic scenes."""
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import struct
@@ -12,6 +13,7 @@ import torch
 import scenes
 from comfyui_ppd import geometry as geo
 from comfyui_ppd.errors import InputError
+from comfyui_ppd.io import meshes
 
 H, W = scenes.HEIGHT, scenes.WIDTH
 
@@ -41,20 +43,26 @@ def test_non_positive_focal_is_refused():
         geo.camera_intrinsics(H, W, focal_px=0.0)
 
 
-def test_moge_intrinsics_normalised_and_pixel_forms_agree():
+@pytest.fixture()
+def moge(pack):
+    """The node-side MOGE_GEOMETRY conversion (the engine takes plain tensors)."""
+    return importlib.import_module(pack.__name__ + ".nodes.moge")
+
+
+def test_moge_intrinsics_normalised_and_pixel_forms_agree(moge):
     f = geo.focal_from_fov(60.0, W)
     normalised = torch.tensor([[[f / W, 0, 0.5], [0, f / H, 0.5], [0, 0, 1]]], dtype=torch.float32)
     packet = {"intrinsics": normalised, "depth": torch.ones(1, H, W)}
-    assert torch.allclose(geo.intrinsics_from_moge(packet, H, W), K(), atol=1e-4)
+    assert torch.allclose(moge.intrinsics(packet, H, W), K(), atol=1e-4)
     # pixel intrinsics of a half-size MoGe grid, used for a full-size depth map
     pixel = torch.tensor([[[f / 2, 0, W / 4], [0, f / 2, H / 4], [0, 0, 1]]], dtype=torch.float32)
     half = {"intrinsics": pixel, "image": torch.zeros(1, H // 2, W // 2, 3)}
-    assert torch.allclose(geo.intrinsics_from_moge(half, H, W), K(), atol=1e-4)
+    assert torch.allclose(moge.intrinsics(half, H, W), K(), atol=1e-4)
 
 
-def test_moge_packet_without_intrinsics_is_refused():
-    with pytest.raises(InputError, match="field of view"):
-        geo.intrinsics_from_moge({"depth": torch.ones(1, H, W)}, H, W)
+def test_moge_packet_without_intrinsics_is_refused(moge):
+    with pytest.raises(ValueError, match="field of view"):
+        moge.intrinsics({"depth": torch.ones(1, H, W)}, H, W)
 
 
 # ---------------------------------------------------------------- unprojection
@@ -164,14 +172,14 @@ def test_other_kinds_align_in_their_own_space(kind, make):
     assert torch.allclose(got, truth, rtol=1e-4)
 
 
-def test_alignment_accepts_a_moge_packet_at_another_size():
+def test_alignment_accepts_a_moge_packet_at_another_size(moge):
     truth = scenes.sphere_scene().float()
     big = truth.repeat_interleave(2, 0).repeat_interleave(2, 1)
     mask = torch.ones(1, 2 * H, 2 * W, dtype=torch.bool)
     mask[:, :, :20] = False
     depth = big[None].clone()
     depth[~mask] = math.inf
-    ref, valid = geo.moge_reference({"depth": depth, "mask": mask})
+    ref, valid = moge.reference({"depth": depth, "mask": mask})
     got = geo.metric_depth(scenes.to_ppd(truth), "ppd", reference=ref, reference_mask=valid)
     assert torch.allclose(got, truth, rtol=1e-4)
 
@@ -265,7 +273,7 @@ def small_cloud():
 
 def test_ply_round_trip_in_the_viewer_frame(tmp_path):
     cloud = small_cloud()
-    path = geo.write_ply(tmp_path / "cloud.ply", cloud)
+    path = meshes.write_ply(tmp_path / "cloud.ply", cloud)
     xyz, rgb = read_ply(path)
     assert torch.allclose(xyz, cloud.points * torch.tensor([1.0, -1.0, -1.0]))
     assert torch.equal(rgb, (cloud.colors * 255).round().to(torch.long))
@@ -273,7 +281,7 @@ def test_ply_round_trip_in_the_viewer_frame(tmp_path):
 
 def test_glb_points_round_trip(tmp_path):
     cloud = small_cloud()
-    doc, (pos, col) = read_glb(geo.write_glb(tmp_path / "cloud.glb", cloud))
+    doc, (pos, col) = read_glb(meshes.write_glb(tmp_path / "cloud.glb", cloud))
     prim = doc["meshes"][0]["primitives"][0]
     assert prim["mode"] == 0 and prim["attributes"] == {"POSITION": 0, "COLOR_0": 1} and "indices" not in prim
     assert doc["scenes"][doc["scene"]]["nodes"] == [0] and doc["nodes"][0]["mesh"] == 0
@@ -287,7 +295,7 @@ def test_glb_points_round_trip(tmp_path):
 
 def test_glb_mesh_round_trip(tmp_path):
     mesh = geo.depth_to_mesh(scenes.box_scene(), K(), stride=4)
-    path = geo.write_glb_mesh(tmp_path / "mesh.glb", mesh.vertices, mesh.faces, mesh.colors)
+    path = meshes.write_glb_mesh(tmp_path / "mesh.glb", mesh.vertices, mesh.faces, mesh.colors)
     doc, (pos, col, idx) = read_glb(path)
     prim = doc["meshes"][0]["primitives"][0]
     assert prim["mode"] == 4 and prim["indices"] == 2 and doc["accessors"][2]["componentType"] == 5125
@@ -298,12 +306,12 @@ def test_glb_mesh_round_trip(tmp_path):
 
 def test_writers_never_overwrite_unless_told(tmp_path):
     cloud = small_cloud()
-    path = geo.write_ply(tmp_path / "a.ply", cloud)
+    path = meshes.write_ply(tmp_path / "a.ply", cloud)
     before = path.read_bytes()
     with pytest.raises(InputError, match="already exists"):
-        geo.write_ply(path, geo.depth_to_point_cloud(torch.full((H, W), 1.0), K()))
+        meshes.write_ply(path, geo.depth_to_point_cloud(torch.full((H, W), 1.0), K()))
     assert path.read_bytes() == before
-    geo.write_glb(tmp_path / "a.ply", cloud, overwrite=True)
+    meshes.write_glb(tmp_path / "a.ply", cloud, overwrite=True)
     assert path.read_bytes()[:4] == b"glTF"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.ply"]  # no temporary files left
 

@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from comfyui_ppd import imaging
+from comfyui_ppd.encoders.base import encoder_input_size
+from comfyui_ppd.io import files, images
 from comfyui_ppd.errors import InputError
 
 # ----------------------------------------------------------------------------- sizes
@@ -32,7 +34,8 @@ def test_processing_size_matches_every_official_row(preprocess_rows):
         # The official filter choice: area exactly when the scalar scale is below 1.
         downscale = imaging.processing_scale(h, w) < 1
         assert downscale == (row["interpolation"] == "INTER_AREA"), row
-        assert imaging.encoder_input_size(*row["output_hw"]) == tuple(row["semantic_encoder_input_hw"])
+        h, w = row["output_hw"]
+        assert encoder_input_size(h // 16, w // 16, 14) == tuple(row["semantic_encoder_input_hw"])
 
 
 def test_processing_size_rule_by_hand():
@@ -290,7 +293,7 @@ def test_atomic_write_leaves_nothing_when_writer_fails(tmp_path):
         raise RuntimeError("disk on fire")
 
     with pytest.raises(RuntimeError):
-        imaging.atomic_write(tmp_path / "x.bin", boom)
+        files.atomic_write(tmp_path / "x.bin", boom)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -298,10 +301,10 @@ def test_atomic_write_never_overwrites_unless_asked(tmp_path):
     target = tmp_path / "depth.png"
     target.write_bytes(b"original")
     with pytest.raises(InputError) as err:
-        imaging.atomic_write(target, lambda f: f.write(b"new"))
+        files.atomic_write(target, lambda f: f.write(b"new"))
     assert "depth.png" in str(err.value) and "overwrite" in str(err.value)
     assert target.read_bytes() == b"original"
-    imaging.atomic_write(target, lambda f: f.write(b"new"), overwrite=True)
+    files.atomic_write(target, lambda f: f.write(b"new"), overwrite=True)
     assert target.read_bytes() == b"new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["depth.png"]  # no temp files left
 
@@ -317,24 +320,24 @@ def png_ihdr(path) -> tuple[int, int, int, int]:
 
 def test_write_png16(tmp_path):
     v = torch.tensor([[0.0, 1.0, 0.5], [1 / 65535, 0.25, 2.0]])
-    path = imaging.write_png16(tmp_path / "d.png", v)
+    path = images.write_png16(tmp_path / "d.png", v)
     assert png_ihdr(path) == (3, 2, 16, 0)
     back = np.asarray(Image.open(path)).astype(np.int64)
     assert back.tolist() == [[0, 65535, 32768], [1, 16384, 65535]]  # half-even .5 -> 32768
     with pytest.raises(InputError):
-        imaging.write_png16(tmp_path / "e.png", torch.zeros(2, 2, 3))
+        images.write_png16(tmp_path / "e.png", torch.zeros(2, 2, 3))
 
 
 def test_write_png8_rgb(tmp_path):
     rgb = np.random.default_rng(5).random((4, 5, 3)).astype(np.float32)
-    path = imaging.write_png8_rgb(tmp_path / "c.png", rgb)
+    path = images.write_png8_rgb(tmp_path / "c.png", rgb)
     assert png_ihdr(path) == (5, 4, 8, 2)
     assert np.array_equal(np.asarray(Image.open(path)), np.round(rgb * 255).astype(np.uint8))
 
 
 def test_write_npy(tmp_path):
     d = torch.randn(3, 4, dtype=torch.float64)
-    back = np.load(imaging.write_npy(tmp_path / "d.npy", d))
+    back = np.load(images.write_npy(tmp_path / "d.npy", d))
     assert back.dtype == np.float32 and np.array_equal(back, d.numpy().astype(np.float32))
 
 
@@ -375,7 +378,7 @@ def read_exr(path):
 def test_write_exr_parses_back_bit_exact(tmp_path):
     d = np.random.default_rng(6).normal(size=(5, 7)).astype(np.float32)
     d[0, 0], d[1, 1], d[2, 2] = np.inf, -0.0, 1e-40  # special values survive untouched
-    path = imaging.write_exr(tmp_path / "d.exr", torch.from_numpy(d))
+    path = images.write_exr(tmp_path / "d.exr", torch.from_numpy(d))
     magic, version, attrs, channels, table_at, offsets, bits, ends_at_eof = read_exr(path)
     assert magic == 20000630 and version == 2
     assert channels == [("Y", 2, 0, (0, 0, 0), 1, 1)]  # FLOAT, sampling 1x1
@@ -389,7 +392,7 @@ def test_write_exr_parses_back_bit_exact(tmp_path):
     assert offsets[0] == table_at + 8 * 5 and list(offsets) == sorted(offsets) and ends_at_eof
     assert np.array_equal(bits, d.view("<u4"))
     with pytest.raises(InputError):
-        imaging.write_exr(tmp_path / "e.exr", np.zeros((2, 2), np.int32))
+        images.write_exr(tmp_path / "e.exr", np.zeros((2, 2), np.int32))
     assert not (tmp_path / "e.exr").exists()
 
 
@@ -400,28 +403,28 @@ def test_load_image_modes(tmp_path):
     rng = np.random.default_rng(7)
     rgb = rng.integers(0, 256, (6, 4, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(tmp_path / "rgb.png")
-    t = imaging.load_image(tmp_path / "rgb.png")
+    t = images.load_image(tmp_path / "rgb.png")
     assert t.shape == (1, 3, 6, 4) and t.dtype == torch.float32
     assert torch.equal(t[0].permute(1, 2, 0), torch.from_numpy(rgb).float() / 255)
 
     rgba = np.concatenate([rgb, np.zeros((6, 4, 1), np.uint8)], axis=2)  # alpha 0 is dropped
     Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
-    assert torch.equal(imaging.load_image(tmp_path / "rgba.png"), t)
+    assert torch.equal(images.load_image(tmp_path / "rgba.png"), t)
 
     grey = rgb[..., 0]
     Image.fromarray(grey).save(tmp_path / "grey.png")
-    g = imaging.load_image(tmp_path / "grey.png")[0]
+    g = images.load_image(tmp_path / "grey.png")[0]
     assert torch.equal(g[0], torch.from_numpy(grey).float() / 255) and torch.equal(g[0], g[2])
 
     Image.fromarray(rgb).convert("P").save(tmp_path / "pal.png")
-    assert imaging.load_image(tmp_path / "pal.png").shape == (1, 3, 6, 4)
+    assert images.load_image(tmp_path / "pal.png").shape == (1, 3, 6, 4)
 
 
 def test_load_16bit_png_keeps_precision(tmp_path):
     vals = np.array([[0, 1000, 65535], [257, 30000, 12345]], dtype=np.uint16)
     Image.fromarray(vals).save(tmp_path / "g16.png")
     assert png_ihdr(tmp_path / "g16.png")[2] == 16
-    t = imaging.load_image(tmp_path / "g16.png")
+    t = images.load_image(tmp_path / "g16.png")
     assert t.shape == (1, 3, 2, 3)
     assert torch.allclose(t[0, 1], torch.from_numpy(vals.astype(np.float32)) / 65535, atol=1e-7)
 
@@ -432,7 +435,7 @@ def test_load_image_applies_exif_rotation(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
     Image.fromarray(a).save(tmp_path / "rot.png", exif=exif.tobytes())
-    t = imaging.load_image(tmp_path / "rot.png")
+    t = images.load_image(tmp_path / "rot.png")
     assert t.shape == (1, 3, 3, 2)
     assert t[0, :, 0, 0].tolist() == [1.0, 0.0, 0.0]  # bottom-left moved to top-left
 
@@ -440,8 +443,8 @@ def test_load_image_applies_exif_rotation(tmp_path):
 def test_load_image_errors(tmp_path):
     missing = tmp_path / "nope.png"
     with pytest.raises(InputError, match="nope.png"):
-        imaging.load_image(missing)
+        images.load_image(missing)
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"this is not an image")
     with pytest.raises(InputError, match="bad.png"):
-        imaging.load_image(bad)
+        images.load_image(bad)

@@ -1,6 +1,7 @@
 """The ComfyUI nodes through the classic API, on tiny random checkpoints in a temp models/ppd."""
 from __future__ import annotations
 
+import importlib
 import logging
 from pathlib import Path
 
@@ -169,13 +170,13 @@ def test_ensemble_output_has_spread(pack, comfy_env):
 
 
 def test_batch_larger_than_memory_is_chunked(pack, comfy_env, monkeypatch):
-    import comfyui_ppd.pipeline as pipeline
+    runtime = importlib.import_module(pack.__name__ + ".comfyui_ppd.runtime")   # the pack's own engine
     model, = node(pack, "PPD_LoadModel").load("ppd.pth", "depth_anything_v2_vitl.pth", "auto")
     images = torch.rand(3, 32, 32, 3)
     sem, = node(pack, "PPD_SemanticEncoder").encode(model, images, "custom long side", 64)
     whole, _ = node(pack, "PPD_DepthSampler").sample(model, sem, 2, 9)
     forwards = []
-    monkeypatch.setattr(pipeline, "free_memory", lambda device: 1)      # room for one image at a time
+    monkeypatch.setattr(runtime, "available_bytes", lambda device: 1)   # room for one image at a time
     original = model.pipeline.sample
     monkeypatch.setattr(model.pipeline, "sample", lambda image, *a, **k: forwards.append(len(image))
                         or original(image, *a, **k))

@@ -286,8 +286,9 @@ def test_wrong_packets_are_refused(nodes):
         nodes[1].save(points, "x", False, False, False, 0.04)
 
 
-def test_huge_cloud_warning_reaches_the_log_and_summary(nodes, monkeypatch, caplog):
-    monkeypatch.setattr(geometry, "MAX_POINTS_BEFORE_WARNING", 1000)
+def test_huge_cloud_warning_reaches_the_log_and_summary(pack, nodes, monkeypatch, caplog):
+    engine_geometry = importlib.import_module(pack.__name__ + ".comfyui_ppd.geometry")   # the nodes' own engine
+    monkeypatch.setattr(engine_geometry, "MAX_POINTS_BEFORE_WARNING", 1000)
     with caplog.at_level(logging.WARNING, logger="comfyui_ppd"):
         points, summary = cloud_of(nodes[0], depth_map=box()[None])
     assert "Use stride 2" in caplog.text and "Use stride 2" in summary

@@ -60,7 +60,7 @@ def test_ensemble_merges_members_and_reports_spread(pipe):
 
 def test_merge_ensemble_removes_affine_differences():
     """Members that differ only by scale and shift (PPD's ambiguity) merge with zero spread."""
-    from comfyui_ppd.pipeline import merge_ensemble
+    from comfyui_ppd.families.ppd.pipeline import merge_ensemble
     base = torch.rand(2, 1, 1, 8, 8)
     members = torch.cat([base * a + b for a, b in [(1.0, 0.0), (0.5, 0.2), (2.0, -0.3)]], dim=1)
     noisy = members.clone()
@@ -156,9 +156,9 @@ def test_half_precision_weights_run(pipe):
 
 
 def test_compile_flag_compiles_the_dit_blocks(monkeypatch):
-    import comfyui_ppd.accel as accel
+    import comfyui_ppd.runtime as runtime
     calls = []
-    monkeypatch.setattr(accel, "compile_dit", lambda dit, mode=None: calls.append(mode))
+    monkeypatch.setattr(runtime, "compile_blocks", lambda dit, mode=None: calls.append(mode))
     dit, enc = load_dit(tiny_dit_state_dict()), load_semantic_encoder(tiny_da2_state_dict())
     PPDPipeline(dit, enc)
     PPDPipeline(dit, enc, compile=True)
@@ -167,7 +167,7 @@ def test_compile_flag_compiles_the_dit_blocks(monkeypatch):
 
 
 def test_activation_estimate_follows_the_compute_dtype(pipe):
-    from comfyui_ppd.pipeline import activation_bytes
+    from comfyui_ppd.families.ppd.pipeline import activation_bytes
     fp32 = activation_bytes(pipe.dit, 768, 1024)
     assert fp32 == 12 * (96 * 128) * pipe.dit.config.hidden_size * 4
     assert activation_bytes(pipe.dit, 768, 1024, torch.bfloat16) == fp32 * 3 // 4

@@ -18,7 +18,7 @@ def env(comfy_env):
     """The stand-in ComfyUI with tiny models and the workflows' input files (a photo, 3 animated frames)."""
     fp = comfy_env.folder_paths
     inputs = Path(fp.get_input_directory())
-    inputs.mkdir(parents=True)
+    inputs.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     Image.fromarray((rng.random((60, 80, 3)) * 255).astype("uint8")).save(inputs / "ppd_example.png")
     frames = [Image.fromarray((rng.random((48, 64, 3)) * 255).astype("uint8")) for _ in range(3)]

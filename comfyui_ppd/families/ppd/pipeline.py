@@ -6,7 +6,6 @@ at the processing resolution (resizing back to the input size is the caller's ch
 from __future__ import annotations
 
 import contextlib
-import os
 import warnings
 from dataclasses import dataclass
 from typing import Callable
@@ -14,14 +13,14 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from . import imaging
-from .errors import InputError, PPDError
-from .models.dit import PPDDiT
-from .models.encoders import SemanticEncoder
-from .sampling import make_noise, sample, sampling_timesteps
+from ... import imaging, runtime
+from ...align import fit_affine
+from ...encoders.base import SemanticEncoder
+from ...errors import InputError, PPDError
+from ...sampling import make_noise, sample, sampling_timesteps
+from .dit import PPDDiT
 
-TRAINING_AREA = 1024 * 768
-MIN_SIDE = 16
+MIN_SIDE = 16   # one coarse DiT token
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -52,13 +51,6 @@ def validate_image(image: Tensor) -> Tensor:
     return image.clamp(0, 1)
 
 
-def default_autocast(device: torch.device) -> torch.dtype | None:
-    """The official inference: bf16 autocast on CUDA where supported, else fp16; none on CPU/MPS."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
 @dataclass
 class Prepared:
     """An image batch ready for sampling: resized image (B,3,h,w), semantics (B,N,C), input size."""
@@ -81,24 +73,27 @@ class DepthResult:
 class PPDPipeline:
     """`pipe(image, steps=4, noise=None, generator=None, resize=True)` -> depth (B,1,h,w)."""
 
-    def __init__(self, dit: PPDDiT, encoder: SemanticEncoder, *, area: int = TRAINING_AREA,
+    def __init__(self, dit: PPDDiT, encoder: SemanticEncoder, *, area: int = imaging.DEFAULT_AREA,
                  autocast: torch.dtype | None | str = "auto", compile: bool | str = False) -> None:
-        """`autocast`: "auto" (the official bf16/fp16 on CUDA), a dtype, or None; `compile`: torch.compile
-        the DiT blocks (True, or a torch.compile mode), falling back to eager execution if it fails."""
+        """`autocast`: "auto" (runtime's precision policy for the DiT's weight dtype), a dtype, or None;
+        `compile`: torch.compile the DiT blocks (True, or a torch.compile mode), eager if it fails."""
         check_pair(dit, encoder)
         self.dit, self.encoder, self.area = dit, encoder, area
         self._autocast = autocast
         if compile:
-            from .accel import compile_dit
-            compile_dit(dit, mode=None if compile is True else compile)
+            runtime.compile_blocks(dit, mode=None if compile is True else compile)
 
     @property
     def device(self) -> torch.device:
         return self.dit.x_embedder.proj.weight.device
 
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        return self.dit.x_embedder.proj.weight.dtype
+
     def autocast_dtype(self) -> torch.dtype | None:
         """The autocast dtype in use; autocast runs only on CUDA, where the official code uses it."""
-        dtype = default_autocast(self.device) if self._autocast == "auto" else self._autocast
+        dtype = runtime.autocast_for(self.device, self.weight_dtype) if self._autocast == "auto" else self._autocast
         return dtype if self.device.type == "cuda" else None
 
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -112,18 +107,19 @@ class PPDPipeline:
         the aspect kept, or to a `long_side`; sides multiples of 16; area filter when shrinking, else bicubic."""
         image = validate_image(image)
         h, w = image.shape[-2:]
+        px = self.dit.config.token_px
         if not resize:
-            if h % 16 or w % 16:
-                raise InputError(f"with resize=False the image sides must be multiples of 16, got {h}x{w}; "
+            if h % px or w % px:
+                raise InputError(f"with resize=False the image sides must be multiples of {px}, got {h}x{w}; "
                                  "use resize=True or crop/pad the image.")
             return image
-        return imaging.resize_keep_aspect(image, area or self.area, long_side)
+        return imaging.resize_keep_aspect(image, area or self.area, long_side, multiple=px)
 
     @torch.inference_mode()
     def encode(self, image: Tensor) -> Tensor:
         """Semantic tokens (B, h/16*w/16, C) of a preprocessed image, computed once per image."""
         with self.autocast():
-            return self.encoder(image.to(self.device)).float()
+            return self.encoder(image.to(self.device), self.dit.config.token_px).float()
 
     @torch.inference_mode()
     def sample(self, image: Tensor, semantics: Tensor, steps: int = 4, noise: Tensor | None = None,
@@ -206,7 +202,7 @@ class PPDPipeline:
 
     def max_batch(self, height: int, width: int) -> int:
         """How many images fit one forward pass: half the free memory over the per-image estimate."""
-        return max(1, min(64, int(free_memory(self.device) * 0.5 // self.activation_bytes(height, width))))
+        return runtime.items_that_fit(self.device, self.activation_bytes(height, width))
 
 
 def merge_ensemble(members: Tensor) -> tuple[Tensor, Tensor]:
@@ -216,12 +212,8 @@ def merge_ensemble(members: Tensor) -> tuple[Tensor, Tensor]:
     """
     ref = members.median(dim=1, keepdim=True).values
     x = members.flatten(2)                                          # (B, N, P)
-    r = ref.flatten(2).expand_as(x)
-    xm, rm = x.mean(-1, keepdim=True), r.mean(-1, keepdim=True)
-    var = ((x - xm) ** 2).mean(-1, keepdim=True)
-    cov = ((x - xm) * (r - rm)).mean(-1, keepdim=True)
-    scale = torch.where(var > 1e-12, cov / var.clamp_min(1e-12), torch.ones_like(var))
-    aligned = ((x - xm) * scale + rm).view_as(members)
+    scale, shift, _ = fit_affine(x, ref.flatten(2).expand_as(x))    # (B, N, 1) each
+    aligned = (x * scale + shift).view_as(members)
     return aligned.mean(1), aligned.std(1, unbiased=False)
 
 
@@ -232,11 +224,11 @@ def check_pair(dit: PPDDiT, encoder: SemanticEncoder) -> None:
         raise InputError(f"the DiT expects {want}-wide semantic tokens but the {encoder.kind} encoder gives "
                          f"{encoder.semantic_dim}; pair ppd.pth with depth_anything_v2_vitl.pth and "
                          "ppd_moge.pth with the MoGe-2 model.pt.")
-    kind = getattr(dit, "semantics_kind", None)
+    kind = dit.semantics_kind
     if kind and kind != encoder.kind:
         message = (f"this DiT was trained with {kind} semantics but the encoder is {encoder.kind}; pair "
                    "ppd.pth with depth_anything_v2_vitl.pth and ppd_moge.pth with the MoGe-2 model.pt.")
-        if getattr(dit, "semantics_kind_source", "") == "metadata":
+        if dit.semantics_kind_source == "metadata":
             raise InputError(message)
         warnings.warn(message + " (guessed from the file name)", stacklevel=3)
 
@@ -246,16 +238,6 @@ def activation_bytes(dit: PPDDiT, height: int, width: int, autocast: torch.dtype
     on CPU fp32 with `bench`); SDPA keeps no N^2 score matrix. Half-precision autocast keeps LayerNorm
     and RoPE outputs in fp32, so ~3 bytes per element there."""
     c = dit.config
-    tokens = (height // c.patch_size) * (width // c.patch_size)
+    tokens = (height // c.patch_size) * (width // c.patch_size)               # fine grid
     compute = autocast or dit.x_embedder.proj.weight.dtype
     return 12 * tokens * c.hidden_size * (4 if compute == torch.float32 else 3)
-
-
-def free_memory(device: torch.device) -> int:
-    """Bytes free on the device (CUDA driver view), or available RAM for CPU and others."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 8 << 30

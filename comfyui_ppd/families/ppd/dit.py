@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Mapping
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from .layers import Mlp, apply_rope_2d, rope_2d_tables
+from ...checkpoints import count_blocks
+from ...errors import CheckpointError
+from ...nn.layers import Mlp, apply_rope_2d, rope_2d_tables
 
 
 @dataclass
@@ -27,12 +30,6 @@ class Condition:
     grid_w: int
     rope_coarse: tuple[Tensor, Tensor]
     rope_fine: tuple[Tensor, Tensor]
-
-    def repeat(self, n: int) -> "Condition":
-        """The condition for a batch where every image appears n times in a row (seed ensembles)."""
-        rep = lambda t: t.repeat_interleave(n, dim=0)  # noqa: E731
-        return Condition(rep(self.image_tokens), rep(self.semantic_term), self.grid_h, self.grid_w,
-                         self.rope_coarse, self.rope_fine)
 
 
 @dataclass(frozen=True)
@@ -52,6 +49,11 @@ class DiTConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
+
+    @property
+    def token_px(self) -> int:
+        """Pixels per coarse token (the embedder's kernel): images and semantics live on this grid."""
+        return 2 * self.patch_size
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -169,6 +171,10 @@ class PPDDiT(nn.Module):
             nn.Linear(4 * d, 4 * d), nn.SiLU(),
             nn.Linear(4 * d, 4 * d))
         self.final_layer = FinalLayer(d, c.patch_size, c.out_channels)
+        # The semantics this DiT was trained with ("da2" / "moge2"), when known, and how it is known
+        # ("metadata" from our converter, or "file name"); not part of the weights.
+        self.semantics_kind: str | None = None
+        self.semantics_kind_source = ""
         self._rope_cache: dict[tuple, tuple[Tensor, Tensor]] = {}
 
     # -- pieces, exposed so tests and the sampler can use them ------------------------------
@@ -196,7 +202,7 @@ class PPDDiT(nn.Module):
         The patch conv and the first fusion linear are linear in their inputs, so the image channels
         and the semantics contribute a fixed term that is added to the latent's part at every step.
         """
-        d, p2 = self.config.hidden_size, 2 * self.config.patch_size
+        d, p2 = self.config.hidden_size, self.config.token_px
         w, b = self.x_embedder.proj.weight, self.x_embedder.proj.bias
         gh, gw = image_cond.shape[-2] // p2, image_cond.shape[-1] // p2
         image_tokens = F.conv2d(image_cond.to(w.dtype), w[:, 1:], b, stride=p2).flatten(2).transpose(1, 2)
@@ -210,7 +216,7 @@ class PPDDiT(nn.Module):
     def embed(self, latent: Tensor, cond: Condition) -> Tensor:
         """Coarse tokens (B, gh*gw, D) of a latent (B,1,H,W): its patch-conv part plus the image part."""
         w = self.x_embedder.proj.weight
-        tokens = F.conv2d(latent.to(w.dtype), w[:, :1], stride=2 * self.config.patch_size)
+        tokens = F.conv2d(latent.to(w.dtype), w[:, :1], stride=self.config.token_px)
         return tokens.flatten(2).transpose(1, 2) + cond.image_tokens
 
     def fuse(self, tokens: Tensor, cond: Condition) -> Tensor:
@@ -220,11 +226,14 @@ class PPDDiT(nn.Module):
         fused = fusion[4](fusion[3](fusion[2](fusion[1](fused))))
         return rearrange(fused, "b (h w) (p q d) -> b (h p w q) d", h=cond.grid_h, w=cond.grid_w, p=2, q=2)
 
-    def forward_condition(self, latent: Tensor, cond: Condition, timestep: Tensor) -> Tensor:
-        """Velocity for a latent (B,1,H,W) given a precomputed condition (batch B or broadcastable)."""
+    def forward_condition(self, latent: Tensor, cond: Condition, timestep: Tensor, cascade: bool = True) -> Tensor:
+        """Velocity for a latent (B,1,H,W) given a precomputed condition (batch B or broadcastable).
+
+        cascade=False is the no-cascade variant timed by `bench`: fuse first, every block on the fine grid.
+        """
         c = self.embed_timestep(timestep, latent.device)                                      # (1|B, D)
         tokens = self.embed(latent, cond)
-        half = self.config.depth // 2
+        half = self.config.depth // 2 if cascade else 0
         for block in self.blocks[:half]:
             tokens = block(tokens, c, cond.rope_coarse)
         tokens = self.fuse(tokens, cond)
@@ -235,3 +244,23 @@ class PPDDiT(nn.Module):
     def forward(self, x: Tensor, semantics: Tensor, timestep: Tensor) -> Tensor:
         """x = cat[latent, image - 0.5] (B,4,H,W), semantics (B, H/16*W/16, C), integer timestep -> (B,1,H,W)."""
         return self.forward_condition(x[:, :1], self.condition(x[:, 1:], semantics), timestep)
+
+
+def dit_config(sd: Mapping[str, Tensor], label: str = "<state dict>") -> DiTConfig:
+    """Architecture from shapes: hidden and patch from the embedder, heads from q_norm, semantics from fusion."""
+    try:
+        hidden, in_ch, kernel, _ = sd["x_embedder.proj.weight"].shape
+        head_dim = sd["blocks.0.attn.q_norm.weight"].shape[0]
+        patch = kernel // 2
+        cfg = DiTConfig(hidden_size=hidden, depth=count_blocks(sd), num_heads=hidden // head_dim,
+                        patch_size=patch, in_channels=in_ch,
+                        out_channels=sd["final_layer.linear.weight"].shape[0] // patch ** 2,
+                        mlp_hidden=sd["blocks.0.mlp.fc1.weight"].shape[0],
+                        semantic_dim=sd["proj_fusion.0.weight"].shape[1] - hidden)
+    except (KeyError, ValueError, IndexError) as e:
+        raise CheckpointError(label, "a complete PPD DiT", f"a DiT without {e}",
+                              "The file is incomplete or from another model; download ppd.pth again.")
+    if kernel % 2 or hidden % head_dim or cfg.depth % 2 or sd["proj_fusion.0.weight"].shape[0] != 4 * hidden:
+        raise CheckpointError(label, "a cascaded PPD DiT (even depth, 4x fusion width)",
+                              f"inconsistent shapes ({cfg})", "This DiT variant is not supported.")
+    return cfg

@@ -1,4 +1,8 @@
-"""nodes/comfy.py: the stand-ins match real ComfyUI's signatures and keep the behaviour nodes rely on."""
+"""tests/fakes: the ComfyUI fakes match real ComfyUI's signatures and keep the behaviour nodes rely on.
+
+The fakes are installed by conftest.py only when no real ComfyUI is importable ($COMFY_DIR); the
+comfy.* behaviour tests then run on the installed fakes, folder_paths on a fresh copy per test.
+"""
 from __future__ import annotations
 
 import importlib.util
@@ -10,19 +14,22 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import REAL_COMFY
+
 REPO = Path(__file__).resolve().parents[1]
+FAKES = Path(__file__).resolve().parent / "fakes"
 SIGNATURES = json.loads((REPO / "tests" / "data" / "comfy_signatures.json").read_text())["signatures"]
+needs_fakes = pytest.mark.skipif(REAL_COMFY, reason="a real ComfyUI is installed; the fakes are not used")
 
 
-def _load_comfy_module():
-    """nodes/comfy.py on its own (it imports nothing else of the pack)."""
-    spec = importlib.util.spec_from_file_location("ppd_nodes_comfy_under_test", REPO / "nodes" / "comfy.py")
+def fresh_folder_paths(base: Path | None = None, monkeypatch=None):
+    """A new copy of the fake folder_paths module (module-level state, like ComfyUI's), rooted at `base`."""
+    if base is not None:
+        monkeypatch.setenv("PPD_COMFY_BASE", str(base))
+    spec = importlib.util.spec_from_file_location("fake_folder_paths_under_test", FAKES / "folder_paths.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-c = _load_comfy_module()
 
 
 def describe(fn) -> list:
@@ -36,53 +43,48 @@ def resolve(key: str, owners: dict):
     return getattr(owners[owner], name)
 
 
-STANDIN_OWNERS = {"folder_paths": c.StandinFolderPaths(), "model_management": c.StandinModelManagement(),
-                  "ModelPatcher": c.StandinModelPatcher, "ProgressBar": c.StandinProgressBar}
-
-
-@pytest.mark.parametrize("key", sorted(SIGNATURES))
-def test_standin_signature_matches_comfyui(key):
-    assert describe(resolve(key, STANDIN_OWNERS)) == SIGNATURES[key]
-
-
-@pytest.mark.skipif(not c.REAL_COMFY, reason="needs a ComfyUI checkout on sys.path")
-def test_stored_signatures_match_the_running_comfyui():
+def owners(folder_paths) -> dict:
     import comfy.model_management
     import comfy.model_patcher
     import comfy.utils
-    import folder_paths
-
-    real = {"folder_paths": folder_paths, "model_management": comfy.model_management,
+    return {"folder_paths": folder_paths, "model_management": comfy.model_management,
             "ModelPatcher": comfy.model_patcher.ModelPatcher, "ProgressBar": comfy.utils.ProgressBar}
+
+
+@needs_fakes
+@pytest.mark.parametrize("key", sorted(SIGNATURES))
+def test_fake_signature_matches_comfyui(key):
+    import folder_paths
+    assert describe(resolve(key, owners(folder_paths))) == SIGNATURES[key]
+
+
+@pytest.mark.skipif(not REAL_COMFY, reason="needs a ComfyUI checkout ($COMFY_DIR)")
+def test_stored_signatures_match_the_running_comfyui():
+    import folder_paths
+    real = owners(folder_paths)
     drift = {k: describe(resolve(k, real)) for k in SIGNATURES if describe(resolve(k, real)) != SIGNATURES[k]}
     assert drift == {}
 
 
-def test_public_names_point_at_standins_without_comfyui():
-    if c.REAL_COMFY:
-        import comfy.utils
-        assert c.ProgressBar is comfy.utils.ProgressBar
-        return
-    assert isinstance(c.folder_paths, c.StandinFolderPaths)
-    assert c.mm is c.STANDIN_MM and c.ModelPatcher is c.StandinModelPatcher
-    assert c.ProgressBar is c.StandinProgressBar
-    assert c.InterruptProcessingException is c.STANDIN_MM.InterruptProcessingException
+def test_fakes_are_only_installed_without_comfyui():
+    import folder_paths
+    assert (Path(folder_paths.__file__).parent == FAKES) != REAL_COMFY
 
 
-def test_default_standin_base_is_outside_the_repository(monkeypatch):
+def test_default_fake_base_is_outside_the_repository(monkeypatch):
     monkeypatch.delenv("PPD_COMFY_BASE", raising=False)
-    base = Path(c.StandinFolderPaths().get_output_directory()).parent
+    base = Path(fresh_folder_paths().get_output_directory()).parent
     assert REPO not in base.parents and base != REPO
-    monkeypatch.setenv("PPD_COMFY_BASE", "/somewhere/else")
-    assert c.StandinFolderPaths().models_dir == os.path.join(os.path.abspath("/somewhere/else"), "models")
+    assert fresh_folder_paths(Path("/somewhere/else"), monkeypatch).models_dir == \
+        os.path.join(os.path.abspath("/somewhere/else"), "models")
 
 
 # --------------------------------------------------------------------------- folder_paths behaviour
 
 
 @pytest.fixture
-def fp(tmp_path):
-    return c.StandinFolderPaths(tmp_path)
+def fp(tmp_path, monkeypatch):
+    return fresh_folder_paths(tmp_path, monkeypatch)
 
 
 def test_save_path_counter_never_overwrites(fp):
@@ -128,16 +130,16 @@ def test_annotated_paths(fp, tmp_path):
     assert fp.get_annotated_filepath("x.png [input]") == str(tmp_path / "in" / "x.png")
 
 
-def test_registration_keeps_yaml_paths_and_sets_extensions(fp, tmp_path, monkeypatch):
-    monkeypatch.setattr(c, "folder_paths", fp)
+def test_registration_keeps_yaml_paths_and_sets_extensions(pack, fp, tmp_path, monkeypatch):
+    monkeypatch.setattr(pack.nodes.model, "folder_paths", fp)
     yaml_dir = str(tmp_path / "shared_models" / "ppd")
     fp.add_model_folder_path("ppd", yaml_dir)  # what extra_model_paths.yaml does before packs load
     assert fp.folder_names_and_paths["ppd"][1] == set()
 
-    paths = c.register_model_folder("ppd", {".safetensors", ".pth"})
+    paths = pack.nodes.model.register_model_folder()
     default = os.path.join(fp.models_dir, "ppd")
     assert paths == [yaml_dir, default] == fp.get_folder_paths("ppd")
-    assert c.register_model_folder("ppd", {".safetensors", ".pth"}) == paths  # idempotent
+    assert pack.nodes.model.register_model_folder() == paths  # idempotent
 
     os.makedirs(yaml_dir)
     os.makedirs(os.path.join(default, "sub"))
@@ -148,10 +150,10 @@ def test_registration_keeps_yaml_paths_and_sets_extensions(fp, tmp_path, monkeyp
     assert fp.get_full_path("ppd", os.path.join("sub", "b.PTH")) == os.path.join(default, "sub", "b.PTH")
 
 
-def test_registration_without_yaml_uses_the_models_folder(fp, monkeypatch):
-    monkeypatch.setattr(c, "folder_paths", fp)
-    assert c.register_model_folder("ppd", {".pth"}) == [os.path.join(fp.models_dir, "ppd")]
-    assert fp.folder_names_and_paths["ppd"][1] == {".pth"}
+def test_registration_without_yaml_uses_the_models_folder(pack, fp, monkeypatch):
+    monkeypatch.setattr(pack.nodes.model, "folder_paths", fp)
+    assert pack.nodes.model.register_model_folder() == [os.path.join(fp.models_dir, "ppd")]
+    assert fp.folder_names_and_paths["ppd"][1] == {".pth", ".pt", ".safetensors"}
 
 
 def test_add_model_folder_path_is_default_moves_to_front(fp):
@@ -175,20 +177,24 @@ def test_full_path_lookup(fp, tmp_path):
 # --------------------------------------------------------------------------- model_management, patcher, progress
 
 
+@needs_fakes
 def test_progress_bar_update_raises_after_an_interrupt():
-    bar = c.StandinProgressBar(4, node_id="7")
+    import comfy.model_management as mm
+    import comfy.utils
+    bar = comfy.utils.ProgressBar(4, node_id="7")
     bar.update(1)
-    c.STANDIN_MM.interrupt_current_processing()
-    assert c.STANDIN_MM.processing_interrupted()
-    with pytest.raises(c.STANDIN_MM.InterruptProcessingException):
+    mm.interrupt_current_processing()
+    assert mm.processing_interrupted()
+    with pytest.raises(mm.InterruptProcessingException):
         bar.update(1)
-    assert not c.STANDIN_MM.processing_interrupted()  # the flag is consumed, as in ComfyUI
+    assert not mm.processing_interrupted()  # the flag is consumed, as in ComfyUI
     bar.update_absolute(10)
     assert (bar.current, bar.total) == (4, 4)
 
 
+@needs_fakes
 def test_throw_without_interrupt_is_silent_and_interrupt_can_be_cleared():
-    mm = c.StandinModelManagement()
+    import comfy.model_management as mm
     mm.throw_exception_if_processing_interrupted()
     mm.interrupt_current_processing()
     mm.interrupt_current_processing(False)
@@ -208,12 +214,15 @@ class _RecordingModule(torch.nn.Module):
         return self
 
 
-def test_load_models_gpu_moves_patchers_to_their_load_device_and_free_memory_offloads():
-    mm = c.StandinModelManagement()
-    mm.get_free_memory = lambda dev=None, torch_free_too=False: 0
+@needs_fakes
+def test_load_models_gpu_moves_patchers_to_their_load_device_and_free_memory_offloads(monkeypatch):
+    import comfy.model_management as mm
+    import comfy.model_patcher
+    monkeypatch.setattr(mm, "get_free_memory", lambda dev=None, torch_free_too=False: 0)
+    monkeypatch.setattr(mm, "current_loaded_models", [])
     model = _RecordingModule()
     gpu, cpu = torch.device("cuda", 0), torch.device("cpu")
-    patcher = c.StandinModelPatcher(model, load_device=gpu, offload_device=cpu)
+    patcher = comfy.model_patcher.ModelPatcher(model, load_device=gpu, offload_device=cpu)
     assert (patcher.model_size(), patcher.loaded_size(), patcher.current_loaded_device()) == (60, 0, cpu)
 
     mm.load_models_gpu([patcher], memory_required=1024, force_full_load=True)
@@ -225,15 +234,18 @@ def test_load_models_gpu_moves_patchers_to_their_load_device_and_free_memory_off
     assert model.moves == [gpu, cpu] and patcher.loaded_size() == 0 and mm.current_loaded_models == []
 
 
+@needs_fakes
 def test_patcher_clone_shares_the_model():
-    patcher = c.StandinModelPatcher(torch.nn.Linear(2, 2), torch.device("cpu"), torch.device("cpu"))
+    import comfy.model_patcher
+    patcher = comfy.model_patcher.ModelPatcher(torch.nn.Linear(2, 2), torch.device("cpu"), torch.device("cpu"))
     twin = patcher.clone()
     assert twin.model is patcher.model and twin.parent is patcher and patcher.is_clone(twin)
     assert patcher.model_dtype() is None
 
 
+@needs_fakes
 def test_device_queries_on_cpu():
-    mm = c.StandinModelManagement()
+    import comfy.model_management as mm
     cpu = torch.device("cpu")
     assert mm.module_size(torch.nn.Linear(4, 3)) == 60
     assert not mm.should_use_fp16(cpu) and not mm.should_use_bf16(cpu)

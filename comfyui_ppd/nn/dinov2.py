@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from ..checkpoints import count_blocks
+from ..errors import CheckpointError
 from .layers import Mlp
 
 
@@ -120,3 +123,22 @@ class DinoVisionTransformer(nn.Module):
             if i in wanted:
                 out[i] = self.norm(x)
         return [out[i] for i in layers]
+
+
+def vit_config(sd: Mapping[str, Tensor], num_heads: int | None, label: str) -> ViTConfig:
+    """DINOv2 sizes from the shapes of a backbone state dict; heads default to embed_dim / 64 (every release)."""
+    try:
+        dim, _, patch, _ = sd["patch_embed.proj.weight"].shape
+        tokens = sd["pos_embed"].shape[1] - 1
+        grid = int(round(tokens ** 0.5))
+        if any(k.startswith("register_tokens") for k in sd):
+            raise CheckpointError(label, "a DINOv2 backbone without register tokens",
+                                  "register tokens", "DINOv2-reg backbones are not used by PPD.")
+        heads = num_heads or max(1, dim // 64)
+        if dim % heads or grid * grid != tokens:
+            raise ValueError(f"{dim} channels / {heads} heads, {tokens} position tokens")
+        return ViTConfig(embed_dim=dim, depth=count_blocks(sd), num_heads=heads, patch_size=patch,
+                         mlp_hidden=sd["blocks.0.mlp.fc1.weight"].shape[0], pos_grid=grid)
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(label, "a DINOv2 ViT backbone", f"inconsistent or missing tensors ({e})",
+                              "The file is incomplete or from another model; download it again.")
