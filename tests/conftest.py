@@ -51,6 +51,19 @@ def parity() -> Path:
     return path
 
 
+def fixture_json(name: str, file: str = "real_checkpoint_shapes.json") -> dict:
+    """A JSON file of ../shared/fixtures/<name> beside the clone; skips when absent (fails under CI=true)."""
+    path = (Path(os.environ["PPD_PARITY_DIR"]).parent if os.environ.get("PPD_PARITY_DIR")
+            else REPO.parent / "shared" / "fixtures") / name / file
+    if not path.is_file():
+        msg = f"fixture {path} not found (../shared/fixtures beside the clone)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg + "; under CI=true it is required")
+        pytest.skip(msg)
+    import json
+    return json.loads(path.read_text())
+
+
 @pytest.fixture(scope="session")
 def load_fixture(parity):
     """load_fixture("dit_tiny_cases") -> dict of tensors from that safetensors file."""
