@@ -17,9 +17,9 @@ import json
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -160,9 +160,9 @@ def parse_size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 1024x768 (width x height), got {text!r}")
+        raise argparse.ArgumentTypeError(f"size must look like 1024x768 (width x height), got {text!r}") from None
     if w <= 0 or h <= 0 or w % TOKEN_PX or h % TOKEN_PX:
-        raise argparse.ArgumentTypeError(f"width and height must be positive multiples of 16, got {text!r}")
+        raise argparse.ArgumentTypeError(f"width and height must be positive multiples of {TOKEN_PX}, got {text!r}")
     return h, w
 
 

@@ -9,8 +9,8 @@ import json
 import pickle
 import re
 import zipfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Iterable, Mapping, Union
 
 import torch
 from safetensors import SafetensorError
@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 from .errors import CheckpointError
 
-Source = Union[str, Path, Mapping]
+Source = str | Path | Mapping
+TRUNCATED = "The download is probably truncated or corrupted: delete it and download it again."
 DOWNLOAD_HINT = ("Download the official files with `python -m comfyui_ppd download` or see the model "
                  "table in the README.")
 
@@ -50,7 +51,7 @@ def _read_safetensors(path: Path) -> Checkpoint:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(path, "a readable safetensors file", f"a damaged file ({e})",
-                              "The download is probably truncated or corrupted: delete it and download it again.")
+                              TRUNCATED) from e
     if "model_config" in metadata:
         metadata["model_config"] = json.loads(metadata["model_config"])
     return _unwrap(tensors, metadata, str(path))
@@ -63,10 +64,10 @@ def _read_torch(path: Path) -> Checkpoint:
         raise CheckpointError(path, "plain tensors (a weights-only loadable checkpoint)",
                               f"a pickle that needs code to load ({str(e).splitlines()[0][:200]})",
                               "For safety this pack never runs code from model files. Use the official "
-                              "release file, or convert it on a trusted machine to .safetensors.")
+                              "release file, or convert it on a trusted machine to .safetensors.") from e
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
         raise CheckpointError(path, "a complete PyTorch checkpoint", f"an unreadable file ({str(e)[:200]})",
-                              "The download is probably truncated or corrupted: delete it and download it again.")
+                              TRUNCATED) from e
     if not isinstance(obj, Mapping):
         raise CheckpointError(path, "a dict of tensors", f"a {type(obj).__name__}", DOWNLOAD_HINT)
     return _unwrap(dict(obj), {}, str(path))

@@ -55,7 +55,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if args.pointcloud:                       # built before any write, so a bad --near/--far writes nothing
             cloud, _, _ = tasks.depth_to_cloud(result.depth[0, 0], "ppd", near=args.near, far=args.far,
                                                fov_deg=args.fov, colors=result.image[0].permute(1, 2, 0))
-        tasks.save_depth(result.depth[0], {k: files[k] for k in ("png16", "color")}, size=tuple(image.shape[-2:]),
+        input_size = (image.shape[-2], image.shape[-1])
+        tasks.save_depth(result.depth[0], {k: files[k] for k in ("png16", "color")}, size=input_size,
                          overwrite=args.overwrite)
         tasks.save_depth(result.depth[0], {"npy": files["npy"]}, overwrite=args.overwrite)
         if cloud is not None:

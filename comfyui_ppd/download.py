@@ -10,6 +10,7 @@ import re
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 
 from .catalogue import OFFICIAL_FILES, ModelFile
@@ -128,7 +129,7 @@ def _http_error(err: urllib.error.HTTPError, url: str, dest: Path) -> PPDError:
                     f"and save it as {dest}.")
 
 
-def _offline(reason: object, todo: list[tuple[ModelFile | str, Path]]) -> PPDError:
+def _offline(reason: object, todo: Sequence[tuple[ModelFile | str, Path]]) -> PPDError:
     """The no-network error: every file still needed, with its URL (or note) and target path."""
     lines = [f"Cannot download model files ({reason}). Fetch them by hand and save them as shown:"]
     for item, dest in todo:
@@ -152,6 +153,7 @@ def download(entry_or_url: ModelFile | str, dest: Path, *, progress: bool = True
         return dest
     url = entry_or_url if isinstance(entry_or_url, str) else entry_or_url.url
     if url is None:
+        assert isinstance(entry_or_url, ModelFile)
         raise PPDError(f"{entry_or_url.name} cannot be downloaded automatically. {entry_or_url.note} "
                        f"Target: {dest}.")
     try:
@@ -178,11 +180,11 @@ def download_official(names: list[str] | None, target_dir: Path, *, progress: bo
     manual = [e for e in missing if e.url is None]
     todo = [e for e in missing if e.url is not None]
     for i, entry in enumerate(todo):
-        dest = target_dir / entry.name
+        dest, url = target_dir / entry.name, str(entry.url)
         try:
-            _fetch(entry.url, dest, progress, 30, 1 << 20)
+            _fetch(url, dest, progress, 30, 1 << 20)
         except urllib.error.HTTPError as err:
-            raise _http_error(err, entry.url, dest) from err
+            raise _http_error(err, url, dest) from err
         except _NETWORK_ERRORS as err:
             pending = [(e, target_dir / e.name) for e in todo[i:] + manual]
             raise _offline(getattr(err, "reason", err), pending) from err

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .errors import InputError
 from .align import fit_affine_robust
+from .errors import InputError
 
 KINDS = ("ppd", "depth", "disparity")
 OPENCV_TO_GLTF = (1.0, -1.0, -1.0)

@@ -165,7 +165,7 @@ _ANCHORS: dict[str, tuple[tuple[float, ...], str]] = {
 COLORMAPS: tuple[str, ...] = tuple(_ANCHORS)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _lut(name: str) -> torch.Tensor:
     """256-entry (256,3) float32 table: anchors linearly interpolated at i/255."""
     positions, hexes = _ANCHORS[name]

@@ -23,8 +23,17 @@ import torch.nn.functional as F
 
 from .align import fit_affine
 from .errors import InputError
-from .geometry import (_as_map, _check_focal, _check_kind, _pixel_mask, camera_intrinsics, depth_to_points,
-                       from_fit_space, local_depth_range, to_fit_space)
+from .geometry import (
+    _as_map,
+    _check_focal,
+    _check_kind,
+    _pixel_mask,
+    camera_intrinsics,
+    depth_to_points,
+    from_fit_space,
+    local_depth_range,
+    to_fit_space,
+)
 
 _PLANE_TOLERANCE = 0.02  # plane-fit residual / mean disparity below which a neighbourhood is one plane
 

@@ -7,7 +7,8 @@ video DiT given to the image loader says to use the video nodes). Built-in famil
 """
 from __future__ import annotations
 
-from typing import Any, Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -84,7 +85,8 @@ class Pi3Encoder(KeyFamily):
 class MoGe2Geometry(KeyFamily):
     name, role, score = "moge2_geometry", "geometry", 3
     title = "a complete MoGe-2 model (encoder, neck and heads)"
-    advice = "As a geometry model it needs the MoGe-2 geometry nodes; as PPD's semantic encoder it goes to the encoder input."
+    advice = ("As a geometry model it needs the MoGe-2 geometry nodes; as PPD's semantic encoder it goes to the "
+              "encoder input.")
     needs = ("encoder.backbone.patch_embed.proj.weight", "encoder.output_projections.0.weight", "neck.",
              "points_head.")
 

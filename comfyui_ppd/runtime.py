@@ -19,8 +19,9 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -51,7 +52,7 @@ class Precision:
     autocast: torch.dtype | None
 
 
-def cuda_half(device: torch.device) -> torch.dtype:
+def cuda_half() -> torch.dtype:
     """bf16 where the GPU supports it, else fp16."""
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
@@ -60,7 +61,7 @@ def autocast_for(device: torch.device, weights: torch.dtype) -> torch.dtype | No
     """The policy's autocast for weights already in `weights`: see the module table (CUDA only)."""
     if device.type != "cuda":
         return None
-    return cuda_half(device) if weights == torch.float32 else weights
+    return cuda_half() if weights == torch.float32 else weights
 
 
 def precision(choice: str, device: torch.device | str) -> Precision:
@@ -132,7 +133,7 @@ def compile_blocks(model: nn.Module, mode: str | None = None) -> nn.Module:
     call for each grid shape; if it fails, every block runs eagerly and one RuntimeWarning says why.
     """
     fallback = Fallback()
-    for block in model.blocks:
+    for block in cast(nn.ModuleList, model.blocks):
         eager = block.forward
         if isinstance(eager, CompiledOrEager):
             continue
@@ -146,5 +147,6 @@ def compile_blocks(model: nn.Module, mode: str | None = None) -> nn.Module:
 
 
 def is_compiled(model: nn.Module) -> bool:
-    """True when the blocks run through compile_dit's wrapper and none has fallen back to eager."""
-    return all(isinstance(b.forward, CompiledOrEager) and not b.forward.fallback.failed for b in model.blocks)
+    """True when the blocks run through compile_blocks' wrapper and none has fallen back to eager."""
+    blocks = cast(nn.ModuleList, model.blocks)
+    return all(isinstance(b.forward, CompiledOrEager) and not b.forward.fallback.failed for b in blocks)

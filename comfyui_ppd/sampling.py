@@ -4,7 +4,7 @@ Schedule: x_t = (1 - t/T) x_0 + (t/T) noise; the DiT predicts the velocity v = n
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor

@@ -5,8 +5,8 @@ Plain tensors in and out ((B,C,H,W) images, (h,w) depth maps, file paths); calle
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -50,7 +50,7 @@ def save_depth(depth: Tensor, files: dict[str, str | os.PathLike], *, size: tupl
         raise ValueError(f"unknown depth file kinds {sorted(unknown)}; choose from {DEPTH_FILES}")
     d = depth.reshape(1, 1, *depth.shape[-2:]).float().cpu()
     if size is not None and tuple(size) != tuple(d.shape[-2:]):
-        d = imaging.resize_depth(d, tuple(size))
+        d = imaging.resize_depth(d, size)
     out: dict[str, Path] = {}
     if "png16" in files:
         _, grey = imaging.render_depth(d, "controlnet" if near_white else "depth")

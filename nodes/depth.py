@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import logging
 
-import torch
-
 import comfy.model_management as mm
 import comfy.utils
+import torch
 
 from ..comfyui_ppd import imaging, tasks
 from ..comfyui_ppd.errors import InputError
 from ..comfyui_ppd.families.ppd.pipeline import Prepared
 from ..comfyui_ppd.sampling import sampling_timesteps
-
 
 log = logging.getLogger("comfyui_ppd")
 RESOLUTIONS = {"1024x768 area (official)": imaging.DEFAULT_AREA, "768x576 area (faster)": 768 * 576,

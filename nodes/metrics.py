@@ -3,14 +3,22 @@ from __future__ import annotations
 
 import math
 
+import comfy.model_management as mm
 import torch
 
-import comfy.model_management as mm
-
 from ..comfyui_ppd import imaging, metrics, tasks
-
-from .pointcloud import (CAMERA_INPUTS, DEPTH_INPUTS, KIND_INPUT, RANGE_INPUTS, camera, colour_batch, per_image,
-                         pick, read_depth, to_mask_batch)
+from .pointcloud import (
+    CAMERA_INPUTS,
+    DEPTH_INPUTS,
+    KIND_INPUT,
+    RANGE_INPUTS,
+    camera,
+    colour_batch,
+    per_image,
+    pick,
+    read_depth,
+    to_mask_batch,
+)
 
 NUMBERS = ("edge_ratio", "image_ratio", "chamfer", "abs_rel", "delta1")
 SCALE_INPUTS = {name: (kind, {**opts, "tooltip": opts["tooltip"] + " Here only the flying-pixel test uses it; "

@@ -5,16 +5,14 @@ import logging
 import os
 from dataclasses import dataclass
 
-import torch
-
 import comfy.model_management as mm
 import comfy.model_patcher
 import folder_paths
+import torch
 
 from ..comfyui_ppd import catalogue, runtime, tasks
 from ..comfyui_ppd.errors import CheckpointError
 from ..comfyui_ppd.families.ppd.pipeline import PPDPipeline
-
 
 log = logging.getLogger("comfyui_ppd")
 FOLDER = "ppd"
@@ -84,15 +82,18 @@ class PPD_LoadModel:
             "dit_name": (model_choices("dit"), {
                 "default": catalogue.DEFAULT_NAMES["dit"],
                 "tooltip": "The PPD DiT checkpoint in models/ppd: ppd.pth (Depth Anything v2 semantics) or "
-                           "ppd_moge.pth (MoGe-2 semantics), or a .safetensors made by `python -m comfyui_ppd convert`."}),
+                           "ppd_moge.pth (MoGe-2 semantics), or a .safetensors made by "
+                           "`python -m comfyui_ppd convert`."}),
             "encoder_name": (model_choices("encoder"), {
                 "default": catalogue.DEFAULT_NAMES["encoder"],
                 "tooltip": "The semantic encoder that matches the DiT: depth_anything_v2_vitl.pth for ppd.pth, "
                            "the MoGe-2 model.pt (moge2_vitl_normal.pt) for ppd_moge.pth."}),
             "precision": (list(runtime.CHOICES), {
                 "default": "auto",
-                "tooltip": "Weight precision. auto: bf16 on GPUs that support it, else fp16 on CUDA, fp32 on "
-                           "CPU/Mac. Half precision halves the memory; fp16/bf16 on the CPU fall back to fp32."}),
+                "tooltip": "auto: the official numerics, fp32 weights with bf16 autocast on CUDA (fp16 where the "
+                           "GPU has no bf16), fp32 elsewhere. fp16/bf16: half-precision weights (half the memory) "
+                           "computed in that dtype. fp32: no autocast. The CLI uses the same rule; fp16/bf16 on "
+                           "the CPU fall back to fp32."}),
         }, "optional": {
             "compile": ("BOOLEAN", {
                 "default": False,

@@ -19,16 +19,14 @@ import os
 import warnings
 from dataclasses import dataclass
 
-import torch
-
 import comfy.model_management as mm
 import folder_paths
+import torch
 
 from ..comfyui_ppd import geometry, tasks
 from ..comfyui_ppd.errors import InputError
 from ..comfyui_ppd.io import meshes
 from . import moge
-
 from .depth import image_to_bchw
 from .render import check_depth
 

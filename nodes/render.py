@@ -10,7 +10,6 @@ import folder_paths
 from ..comfyui_ppd import imaging, tasks
 from ..comfyui_ppd.errors import InputError
 
-
 SIZES = ["input", "processing"]
 NORMALISATION = ["per image", "whole batch"]
 
@@ -46,7 +45,8 @@ class PPD_DepthRender:
                            "colormap: a colour map (far = the map's end)."}),
             "colormap": (list(imaging.COLORMAPS), {
                 "default": "spectral",
-                "tooltip": "Colour map for mode 'colormap'. spectral is the official PPD look (near red, far violet)."}),
+                "tooltip": "Colour map for mode 'colormap'. spectral is the official PPD look "
+                           "(near red, far violet)."}),
             "normalization": (NORMALISATION, {
                 "default": "per image",
                 "tooltip": "per image: each image uses its full range. whole batch: one range for all frames, "

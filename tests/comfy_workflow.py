@@ -11,9 +11,10 @@ import inspect
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 CORE_NODES_JSON = Path(__file__).resolve().parent / "data" / "core_nodes.json"
 

@@ -10,8 +10,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from comfyui_ppd import bench
 from comfyui_ppd.families.ppd import flops
-from comfyui_ppd.nn.dinov2 import ViTConfig
 from comfyui_ppd.families.ppd.dit import DiTConfig
+from comfyui_ppd.nn.dinov2 import ViTConfig
 from comfyui_ppd.sampling import sampling_timesteps
 
 PARTS = set(bench.PARTS)

@@ -114,6 +114,7 @@ def test_download_command_and_flag_use_the_models_folder(models, image_file, tmp
 def test_download_without_network_lists_urls_and_targets(tmp_path, capsys, monkeypatch):
     """No network: one error that names every URL and where to save it (here the URLs point at a closed port)."""
     import dataclasses
+
     from comfyui_ppd import download
     closed = {name: dataclasses.replace(f, url=f.url and "http://127.0.0.1:9/" + name)
               for name, f in download.OFFICIAL_FILES.items()}

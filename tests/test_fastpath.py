@@ -11,10 +11,10 @@ import warnings
 import pytest
 import torch
 
-from comfyui_ppd import load_dit, runtime, load_semantic_encoder
+from comfyui_ppd import load_dit, load_semantic_encoder, runtime
 from comfyui_ppd.bench import MemoryMeter, measure
-from comfyui_ppd.nn.dinov2 import Attention as ViTAttention
 from comfyui_ppd.families.ppd.dit import Attention
+from comfyui_ppd.nn.dinov2 import Attention as ViTAttention
 from comfyui_ppd.nn.layers import rope_2d_tables
 
 FAST_TOL = 1e-3

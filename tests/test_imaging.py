@@ -14,8 +14,8 @@ from PIL import Image
 
 from comfyui_ppd import imaging
 from comfyui_ppd.encoders.base import encoder_input_size
-from comfyui_ppd.io import files, images
 from comfyui_ppd.errors import InputError
+from comfyui_ppd.io import files, images
 
 # ----------------------------------------------------------------------------- sizes
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import scenes
-from comfyui_ppd import geometry, metrics
+from comfyui_ppd import metrics
 from test_geometry import read_glb, read_ply
 
 H, W = scenes.HEIGHT, scenes.WIDTH

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from comfyui_ppd import PPDPipeline, load_dit, load_semantic_encoder, sampling_timesteps
-from comfyui_ppd.nn.layers import apply_rope_2d, rope_tables_from_positions
 from comfyui_ppd.families.ppd.dit import TimestepEmbedder
+from comfyui_ppd.nn.layers import apply_rope_2d, rope_tables_from_positions
 from comfyui_ppd.sampling import euler_step, next_timesteps
 
 DIT_TOL, ENC_TOL, UNIT_TOL = 2e-5, 1e-4, 1e-6

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import torch
 
-from comfyui_ppd.nn.dinov2 import ViTConfig
-from comfyui_ppd.families.ppd.dit import DiTConfig, PPDDiT
 from comfyui_ppd.encoders import DepthAnythingV2Encoder, MoGe2Encoder
+from comfyui_ppd.families.ppd.dit import DiTConfig, PPDDiT
+from comfyui_ppd.nn.dinov2 import ViTConfig
 
 # 64-wide ViTs get one 64-dim head by default, like the released models' head size.
 TINY_VIT = ViTConfig(embed_dim=64, depth=2, num_heads=1, patch_size=14, mlp_hidden=128, pos_grid=37)

@@ -1,18 +1,27 @@
 """Depth Anything v2 as a semantic encoder: the final-norm patch tokens of its DINOv2 ViT."""
 from __future__ import annotations
 
-from typing import Any, Collection, Mapping
+from collections.abc import Collection, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checkpoints import Checkpoint, prefixes_of, subdict
-from ..registry import Family, has_key, single_prefix
-
 from ..nn.dinov2 import DinoVisionTransformer, ViTConfig, vit_config
-from .base import (DEFAULT_TOKEN_PX, ENCODER_EXPECTED, ENCODER_FIX, IMAGENET_MEAN, IMAGENET_STD, VIT_ANCHOR,
-                   SemanticEncoder, encoder_input_size, token_grid)
+from ..registry import Family, has_key, single_prefix
+from .base import (
+    DEFAULT_TOKEN_PX,
+    ENCODER_EXPECTED,
+    ENCODER_FIX,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    VIT_ANCHOR,
+    SemanticEncoder,
+    encoder_input_size,
+    token_grid,
+)
 
 
 class DepthAnythingV2Encoder(SemanticEncoder):

@@ -1,8 +1,9 @@
 """MoGe-2's encoder as a semantic encoder: 1x1 projections of chosen DINOv2 block outputs, summed."""
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Any, Collection, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -11,17 +12,27 @@ from torch import Tensor, nn
 
 from ..checkpoints import Checkpoint, prefixes_of, subdict
 from ..errors import CheckpointError
-from ..registry import Family, single_prefix
-
 from ..nn.dinov2 import DinoVisionTransformer, ViTConfig, vit_config
-from .base import (DEFAULT_TOKEN_PX, ENCODER_EXPECTED, ENCODER_FIX, IMAGENET_MEAN, IMAGENET_STD, VIT_ANCHOR,
-                   SemanticEncoder, encoder_input_size, token_grid)
+from ..registry import Family, single_prefix
+from .base import (
+    DEFAULT_TOKEN_PX,
+    ENCODER_EXPECTED,
+    ENCODER_FIX,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    VIT_ANCHOR,
+    SemanticEncoder,
+    encoder_input_size,
+    token_grid,
+)
 
 
 class MoGe2Encoder(SemanticEncoder):
     """MoGe-2: antialiased bilinear resize, normalise, sum of 1x1 projections of chosen block outputs."""
 
     kind = "moge2"
+    image_mean: Tensor
+    image_std: Tensor
 
     def __init__(self, config: ViTConfig, intermediate_layers: list[int], dim_out: int) -> None:
         super().__init__()
@@ -46,9 +57,9 @@ class MoGe2Encoder(SemanticEncoder):
 
     def encode(self, x: Tensor, grid_h: int, grid_w: int) -> Tensor:
         layers = self.backbone.tokens(x, self.intermediate_layers)
-        total: Tensor | int = 0
-        for tokens, proj in zip(layers, self.output_projections):
-            grid = rearrange(tokens[:, 1:], "b (h w) c -> b c h w", h=grid_h, w=grid_w)
+        grids = [rearrange(t[:, 1:], "b (h w) c -> b c h w", h=grid_h, w=grid_w) for t in layers]
+        total = self.output_projections[0](grids[0])
+        for grid, proj in zip(grids[1:], self.output_projections[1:]):
             total = total + proj(grid)
         return rearrange(total, "b c h w -> b (h w) c")
 

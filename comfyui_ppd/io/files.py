@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
 from ..errors import InputError
 
 
-def atomic_write(path: str | os.PathLike, write_fn: Callable[[BinaryIO], None],
+def atomic_write(path: str | os.PathLike, write_fn: Callable[[BinaryIO], object],
                  overwrite: bool = False) -> Path:
     """Write via `write_fn(binary_file)` to a temp file beside `path`, then rename it into place.
 

@@ -1,8 +1,8 @@
 """One DINOv2 ViT (no register tokens), shared by the Depth Anything v2 and MoGe-2 semantic encoders."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -141,4 +141,4 @@ def vit_config(sd: Mapping[str, Tensor], num_heads: int | None, label: str) -> V
                          mlp_hidden=sd["blocks.0.mlp.fc1.weight"].shape[0], pos_grid=grid)
     except (KeyError, ValueError) as e:
         raise CheckpointError(label, "a DINOv2 ViT backbone", f"inconsistent or missing tensors ({e})",
-                              "The file is incomplete or from another model; download it again.")
+                              "The file is incomplete or from another model; download it again.") from e

@@ -26,8 +26,8 @@ def rope_2d_tables(grid_h: int, grid_w: int, head_dim: int, base: float = 100.0,
     inv_freq = 1.0 / base ** (torch.arange(0, half, 2, device=device).float() / half)  # (F/2,)
     rows = torch.arange(grid_h, device=device).repeat_interleave(grid_w).float()      # (N,)
     cols = torch.arange(grid_w, device=device).repeat(grid_h).float()                 # (N,)
-    angles = [torch.outer(pos, inv_freq).repeat(1, 2) for pos in (rows, cols)]        # 2 x (N, F)
-    angles = torch.cat(angles, dim=-1)                                                 # (N, head_dim)
+    per_axis = [torch.outer(pos, inv_freq).repeat(1, 2) for pos in (rows, cols)]      # 2 x (N, F)
+    angles = torch.cat(per_axis, dim=-1)                                               # (N, head_dim)
     return angles.cos(), angles.sin()
 
 
@@ -35,8 +35,8 @@ def rope_tables_from_positions(positions: Tensor, head_dim: int, base: float = 1
     """cos/sin tables (B, 1, N, head_dim) for explicit integer (row, col) positions (B, N, 2)."""
     half = head_dim // 2
     inv_freq = 1.0 / base ** (torch.arange(0, half, 2, device=positions.device).float() / half)
-    angles = [(positions[..., i, None].float() * inv_freq).repeat(1, 1, 2) for i in (0, 1)]
-    angles = torch.cat(angles, dim=-1)[:, None]
+    per_axis = [(positions[..., i, None].float() * inv_freq).repeat(1, 1, 2) for i in (0, 1)]
+    angles = torch.cat(per_axis, dim=-1)[:, None]
     return angles.cos(), angles.sin()
 
 

@@ -1,8 +1,9 @@
 """Pixel-Perfect Depth (image): the cascaded DiT, its pipeline and FLOP formula, and its registry entry."""
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any, Collection, Mapping
+from typing import Any, cast
 
 from torch import Tensor, nn
 
@@ -42,8 +43,9 @@ class PPDFamily(Family):
 
     def after_load(self, module: nn.Module, ckpt: Checkpoint, source: Source) -> None:
         """Which semantics it was trained with: our converter's metadata, else a guess from the file name."""
+        dit = cast(PPDDiT, module)
         if ckpt.metadata.get("ppd.semantics") in ("da2", "moge2"):
-            module.semantics_kind, module.semantics_kind_source = ckpt.metadata["ppd.semantics"], "metadata"
+            dit.semantics_kind, dit.semantics_kind_source = ckpt.metadata["ppd.semantics"], "metadata"
         elif isinstance(source, (str, Path)):
-            module.semantics_kind = semantics_from_name(Path(source).name)
-            module.semantics_kind_source = "file name" if module.semantics_kind else ""
+            dit.semantics_kind = semantics_from_name(Path(source).name)
+            dit.semantics_kind_source = "file name" if dit.semantics_kind else ""

@@ -7,8 +7,9 @@ half on the (H/8, W/8) grid -> adaLN final layer -> unpatchify to the velocity (
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -97,7 +98,7 @@ class TimestepEmbedder(nn.Module):
 
     def forward(self, t: Tensor) -> Tensor:                        # (B,) int -> (B, D)
         freq = self.timestep_embedding(t, self.frequency_size)
-        return self.mlp(freq.to(self.mlp[0].weight.dtype))
+        return self.mlp(freq.to(cast(nn.Linear, self.mlp[0]).weight.dtype))
 
 
 class Attention(nn.Module):
@@ -206,7 +207,7 @@ class PPDDiT(nn.Module):
         w, b = self.x_embedder.proj.weight, self.x_embedder.proj.bias
         gh, gw = image_cond.shape[-2] // p2, image_cond.shape[-1] // p2
         image_tokens = F.conv2d(image_cond.to(w.dtype), w[:, 1:], b, stride=p2).flatten(2).transpose(1, 2)
-        fusion = self.proj_fusion[0]
+        fusion = cast(nn.Linear, self.proj_fusion[0])
         sem = F.normalize(semantics.float(), dim=-1, eps=1e-12).to(w.dtype)                  # (B, N, C)
         semantic_term = F.linear(sem, fusion.weight[:, d:], fusion.bias)                    # (B, N, 4D)
         device = image_cond.device
@@ -222,7 +223,8 @@ class PPDDiT(nn.Module):
     def fuse(self, tokens: Tensor, cond: Condition) -> Tensor:
         """Semantic fusion MLP on coarse tokens, then each token expands 2x2: (B, gh*gw, D) -> (B, 4*gh*gw, D)."""
         fusion = self.proj_fusion
-        fused = F.linear(tokens, fusion[0].weight[:, :self.config.hidden_size]) + cond.semantic_term  # (B, N, 4D)
+        first = cast(nn.Linear, fusion[0]).weight[:, :self.config.hidden_size]
+        fused = F.linear(tokens, first) + cond.semantic_term                                   # (B, N, 4D)
         fused = fusion[4](fusion[3](fusion[2](fusion[1](fused))))
         return rearrange(fused, "b (h w) (p q d) -> b (h p w q) d", h=cond.grid_h, w=cond.grid_w, p=2, q=2)
 
@@ -259,7 +261,7 @@ def dit_config(sd: Mapping[str, Tensor], label: str = "<state dict>") -> DiTConf
                         semantic_dim=sd["proj_fusion.0.weight"].shape[1] - hidden)
     except (KeyError, ValueError, IndexError) as e:
         raise CheckpointError(label, "a complete PPD DiT", f"a DiT without {e}",
-                              "The file is incomplete or from another model; download ppd.pth again.")
+                              "The file is incomplete or from another model; download ppd.pth again.") from e
     if kernel % 2 or hidden % head_dim or cfg.depth % 2 or sd["proj_fusion.0.weight"].shape[0] != 4 * hidden:
         raise CheckpointError(label, "a cascaded PPD DiT (even depth, 4x fusion width)",
                               f"inconsistent shapes ({cfg})", "This DiT variant is not supported.")

@@ -50,10 +50,10 @@ class Work:
     def flop(self) -> int:
         return sum(g.flop for g in self.gemms) + self.attention
 
-    def __add__(self, other: "Work") -> "Work":
+    def __add__(self, other: Work) -> Work:
         return Work(self.gemms + other.gemms, self.attention + other.attention)
 
-    def times(self, n: int) -> "Work":
+    def times(self, n: int) -> Work:
         return Work([replace(g, count=g.count * n) for g in self.gemms], self.attention * n)
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -32,8 +32,9 @@ def validate_image(image: Tensor) -> Tensor:
         image = image[None]
     if image.ndim != 4 or image.shape[1] != 3:
         channels = image.shape[1] if image.ndim == 4 else "?"
-        raise InputError(f"expected an RGB image batch (B,3,H,W), got shape {tuple(image.shape)} ({channels} channels); "
-                         "convert it to RGB first (repeat a grey channel, drop an alpha channel).")
+        raise InputError(f"expected an RGB image batch (B,3,H,W), got shape {tuple(image.shape)} "
+                         f"({channels} channels); convert it to RGB first (repeat a grey channel, drop an alpha "
+                         "channel).")
     if image.shape[0] == 0:
         raise InputError("the image batch is empty.")
     if min(image.shape[-2:]) < MIN_SIDE:
@@ -93,8 +94,11 @@ class PPDPipeline:
 
     def autocast_dtype(self) -> torch.dtype | None:
         """The autocast dtype in use; autocast runs only on CUDA, where the official code uses it."""
-        dtype = runtime.autocast_for(self.device, self.weight_dtype) if self._autocast == "auto" else self._autocast
-        return dtype if self.device.type == "cuda" else None
+        if self.device.type != "cuda":
+            return None
+        if isinstance(self._autocast, str):                              # "auto": the precision policy
+            return runtime.autocast_for(self.device, self.weight_dtype)
+        return self._autocast
 
     def autocast(self) -> contextlib.AbstractContextManager:
         dtype = self.autocast_dtype()
@@ -161,7 +165,7 @@ class PPDPipeline:
             semantics.append(self.encode(x[start:start + chunk]))
             if callback:
                 callback(min(start + chunk, x.shape[0]), x.shape[0])
-        return Prepared(x, torch.cat(semantics), tuple(image.shape[-2:]))
+        return Prepared(x, torch.cat(semantics), (image.shape[-2], image.shape[-1]))
 
     def predict(self, prepared: Prepared, steps: int = 4, seed: int = 0, ensemble_size: int = 1,
                 batch_size: int | None = None, callback: ProgressCallback | None = None) -> DepthResult:
