@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from . import geometry, imaging, metrics
+from . import geometry, imaging, load_dit, load_semantic_encoder, metrics
 from .checkpoints import Source
 from .families.ppd.pipeline import DepthResult, PPDPipeline, Prepared
 from .io import images
@@ -24,7 +24,6 @@ DEPTH_FILES = ("png16", "color", "npy", "exr")
 def load_pipeline(dit: Source, encoder: Source, precision: Precision, *, device: torch.device | str = "cpu",
                   area: int = imaging.DEFAULT_AREA, compile: bool | str = False) -> PPDPipeline:
     """DiT and semantic encoder loaded in the policy's weight dtype, run under its autocast."""
-    from . import load_dit, load_semantic_encoder
     return PPDPipeline(load_dit(dit, device=device, dtype=precision.weights),
                        load_semantic_encoder(encoder, device=device, dtype=precision.weights),
                        area=area, autocast=precision.autocast, compile=compile)

@@ -79,3 +79,10 @@ def test_families_without_a_builder_say_so():
     ckpt = registry.read_checkpoint(tiny_video_dit())
     with pytest.raises(CheckpointError, match="not supported yet"):
         family.config_from(family.part(ckpt), ckpt)
+
+
+def test_load_node_refuses_the_video_dit_and_points_to_the_video_nodes(pack, comfy_env):
+    folder = comfy_env.folder_paths.get_folder_paths("ppd")[-1]
+    torch.save(tiny_video_dit(), f"{folder}/ppvd.pth")
+    with pytest.raises(ValueError, match="video model \\(PPVD\\); use the video nodes"):
+        pack.NODE_CLASS_MAPPINGS["PPD_LoadModel"]().load("ppvd.pth", "depth_anything_v2_vitl.pth", "auto")

@@ -20,12 +20,11 @@ from ...errors import InputError, PPDError
 from ...sampling import make_noise, sample, sampling_timesteps
 from .dit import PPDDiT
 
-MIN_SIDE = 16   # one coarse DiT token
 ProgressCallback = Callable[[int, int], None]
 
 
-def validate_image(image: Tensor) -> Tensor:
-    """Check an RGB batch (B,3,H,W) of finite floats in [0,1]; return it as float32."""
+def validate_image(image: Tensor, min_side: int) -> Tensor:
+    """Check an RGB batch (B,3,H,W) of finite floats in [0,1], sides >= min_side; return it as float32."""
     if not isinstance(image, Tensor):
         raise InputError(f"expected an image tensor (B,3,H,W), got {type(image).__name__}.")
     if image.ndim == 3:
@@ -37,8 +36,8 @@ def validate_image(image: Tensor) -> Tensor:
                          "channel).")
     if image.shape[0] == 0:
         raise InputError("the image batch is empty.")
-    if min(image.shape[-2:]) < MIN_SIDE:
-        raise InputError(f"image is {image.shape[-2]}x{image.shape[-1]} px; PPD needs at least {MIN_SIDE} px "
+    if min(image.shape[-2:]) < min_side:
+        raise InputError(f"image is {image.shape[-2]}x{image.shape[-1]} px; PPD needs at least {min_side} px "
                          "on each side. Use a larger image.")
     if not image.is_floating_point():
         raise InputError(f"expected float pixels in [0,1], got {image.dtype}; divide 8-bit images by 255.")
@@ -109,7 +108,7 @@ class PPDPipeline:
                    long_side: int | None = None) -> Tensor:
         """Validate and resize as the official code does: to `area` (default the pipeline's, 1024x768) with
         the aspect kept, or to a `long_side`; sides multiples of 16; area filter when shrinking, else bicubic."""
-        image = validate_image(image)
+        image = validate_image(image, self.dit.config.token_px)       # one coarse DiT token
         h, w = image.shape[-2:]
         px = self.dit.config.token_px
         if not resize:
