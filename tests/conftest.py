@@ -19,6 +19,10 @@ def _install_comfyui() -> bool:
     if os.environ.get("COMFY_DIR"):
         sys.path.insert(0, os.path.abspath(os.environ["COMFY_DIR"]))
     try:
+        import comfy.cli_args
+        import torch
+        if not torch.cuda.is_available():          # what `python main.py --cpu` sets on a machine without CUDA
+            comfy.cli_args.args.cpu = True
         import comfy.model_management  # noqa: F401
         import folder_paths  # noqa: F401
         return True
