@@ -1,10 +1,10 @@
-"""Depth maps to metric point clouds and meshes, and binary PLY / GLB writers.
+"""Depth maps to metric depth, point clouds and meshes (the PLY / GLB writers are in comfyui_ppd.io.meshes).
 
 Conventions, shared with ``metrics.py``:
 
 * Camera frame: OpenCV, x right, y down, z forward, metres. glTF, Blender and three.js use y up and
   -z forward, which is a 180 degree turn about x: multiply by ``OPENCV_TO_GLTF`` = (1, -1, -1).
-  Clouds and meshes stay in the OpenCV frame in memory; the writers flip to the viewer frame, as the
+  Clouds and meshes stay in the OpenCV frame in memory; the writers (io.meshes) flip to the viewer frame, as the
   official ``run_point_cloud.py`` does before writing its PLY.
 * Pixel centres: pixel (row v, column u) covers [u, u+1) x [v, v+1), so its centre is
   (u + 0.5, v + 0.5) and the principal point of a centred camera is (W/2, H/2). With this choice the
