@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from .errors import InputError
 
 DEFAULT_AREA = 1024 * 768  # the official processing area (pixels): PPD's training resolution
+DEFAULT_MULTIPLE = 16      # sides snap to PPD's coarse DiT token (DiTConfig.token_px); the pipeline passes its own
 
 # ----------------------------------------------------------------------------- processing sizes
 
@@ -36,13 +37,13 @@ def _snap(side: float, multiple: int) -> int:
 
 
 def processing_size(height: int, width: int, area: int = DEFAULT_AREA,
-                    multiple: int = 16) -> tuple[int, int]:
-    """Official PPD size: keep the aspect, scale to about `area` pixels, sides multiples of 16."""
+                    multiple: int = DEFAULT_MULTIPLE) -> tuple[int, int]:
+    """Official PPD size: keep the aspect, scale to about `area` pixels, sides multiples of `multiple`."""
     scale = processing_scale(height, width, area)
     return _snap(height * scale, multiple), _snap(width * scale, multiple)
 
 
-def long_side_size(height: int, width: int, long_side: int, multiple: int = 16) -> tuple[int, int]:
+def long_side_size(height: int, width: int, long_side: int, multiple: int = DEFAULT_MULTIPLE) -> tuple[int, int]:
     """Aspect-keeping size whose longer side is about `long_side`; sides multiples of `multiple`."""
     _check_hw(height, width)
     if long_side < 1:
@@ -111,7 +112,7 @@ def resize_to(image: torch.Tensor, size: tuple[int, int], *, downscale: bool) ->
 
 
 def resize_keep_aspect(image: torch.Tensor, area: int = DEFAULT_AREA, long_side: int | None = None,
-                       multiple: int = 16) -> torch.Tensor:
+                       multiple: int = DEFAULT_MULTIPLE) -> torch.Tensor:
     """Official PPD preprocessing resize of (B,C,H,W); `long_side` replaces the area rule.
 
     The filter follows the official *scalar* scale: scale < 1 means area (886x887 -> 880x880 is

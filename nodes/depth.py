@@ -81,7 +81,9 @@ class PPD_SemanticEncoder:
             raise InputError(f"unknown resolution {resolution!r}; choose one of {list(RESOLUTIONS)}.")
         area = RESOLUTIONS[resolution]
         pipe = ppd_model.pipeline
-        size = imaging.long_side_size(h, w, long_side) if area is None else imaging.processing_size(h, w, area)
+        px = pipe.dit.config.token_px
+        size = (imaging.long_side_size(h, w, long_side, px) if area is None
+                else imaging.processing_size(h, w, area, px))
         ppd_model.load(*size)                                   # room for the weights and one image's activations
         prepared = pipe.prepare(x, area=area, long_side=None if area else long_side,
                                 callback=progress(x.shape[0], unique_id))
