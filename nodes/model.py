@@ -1,7 +1,6 @@
 """Load PPD Model: DiT + semantic encoder from models/ppd, wrapped for ComfyUI's memory manager."""
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass
 
@@ -14,7 +13,6 @@ from ..comfyui_ppd import catalogue, runtime, tasks
 from ..comfyui_ppd.errors import CheckpointError
 from ..comfyui_ppd.families.ppd.pipeline import PPDPipeline
 
-log = logging.getLogger("comfyui_ppd")
 FOLDER = "ppd"
 EXTENSIONS = {".pth", ".pt", ".safetensors"}
 

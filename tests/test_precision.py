@@ -56,10 +56,12 @@ def test_node_on_a_gpu_follows_the_policy(pack, comfy_env, monkeypatch):
 
 @pytest.mark.parametrize("precision", ["auto", "fp32", "bf16"])
 def test_cli_and_node_give_identical_depth(pack, comfy_env, image_file, tmp_path, precision):
-    """Same image file, steps, seed, size and precision choice -> bit-identical depth from both front ends."""
+    """Same image file, steps, seed, size, device and precision choice -> bit-identical depth from both front
+    ends (on a GPU machine both run on ComfyUI's device, with the policy's autocast)."""
     models = comfy_env.folder_paths.get_folder_paths("ppd")[-1]
+    device = str(comfy_env.mm.get_torch_device())
     assert main(["predict", str(image_file), "--out", str(tmp_path / "out"), "--models-dir", models,
-                 "--area", "6144", "--steps", "2", "--seed", "3", "--precision", precision, "--device", "cpu",
+                 "--area", "6144", "--steps", "2", "--seed", "3", "--precision", precision, "--device", device,
                  "--no-progress"]) == 0
     cli = np.load(tmp_path / "out" / "photo_depth.npy")
 
