@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CheckpointError, PPDError
+from .filecheck import looks_like_html
 
 ENV_VAR = "PPD_MODELS_DIR"
 ROLES = ("dit", "encoder")
@@ -190,6 +191,10 @@ class _Interrupted(Exception):
     """The stream ended before Content-Length was reached; the .part file holds what arrived."""
 
 
+class _WebPage(Exception):
+    """The server sent a web page (HTML) instead of the file: a login, error or confirmation page."""
+
+
 _NETWORK_ERRORS = (urllib.error.URLError, TimeoutError, ConnectionError)
 _MAX_STALLS = 3  # consecutive attempts that added nothing before giving up
 _MAX_ATTEMPTS = 50  # hard bound, even while every attempt adds bytes
@@ -249,13 +254,18 @@ def _fetch_once(url: str, part: Path, label: str, progress: bool, timeout: float
             length = resp.headers.get("Content-Length")
             offset, total, mode = 0, (int(length) if length else None), "wb"
         done = offset
+        first = _read(resp, chunk, done)
+        if resp.headers.get_content_type() == "text/html" or (mode == "wb" and looks_like_html(first[:4096])):
+            raise _WebPage(resp.headers.get("Content-Type") or "HTML")
         bar = _Progress(label, done, total, progress)
         with open(part, mode) as out:
             try:
-                while block := _read(resp, chunk, done):
+                block = first
+                while block:
                     out.write(block)
                     done += len(block)
                     bar.update(done)
+                    block = _read(resp, chunk, done)
             finally:
                 bar.update(done, final=True)
     if total is not None and done != total:
@@ -277,6 +287,9 @@ def _fetch(url: str, dest: Path, progress: bool, timeout: float, chunk: int) -> 
             reason = "the server's answer did not match the partial file"
         except _Interrupted as err:
             reason = str(err)
+        except _WebPage as err:
+            part.unlink(missing_ok=True)          # nothing of a web page is kept, not even a partial file
+            raise _web_page_error(url, dest, str(err)) from None
         stalls = 0 if _size(part) > before else stalls + 1
         if stalls >= _MAX_STALLS:
             break
@@ -284,6 +297,16 @@ def _fetch(url: str, dest: Path, progress: bool, timeout: float, chunk: int) -> 
             sys.stderr.write(f"{dest.name}: {reason}; retrying\n")
     raise PPDError(f"Downloading {url} to {dest} failed: {reason}. "
                    f"The partial file {part} is kept; run again to resume.")
+
+
+def _web_page_error(url: str, dest: Path, content_type: str) -> PPDError:
+    """The refusal of an HTML answer: what came, that nothing was saved, how to get the real file."""
+    gdrive = "drive.google.com" in url or "drive.usercontent.google.com" in url
+    how = ("Google Drive shows a \"can't scan this file for viruses\" page for large files: open the link in "
+           "a browser, confirm with \"Download anyway\"" if gdrive else
+           "The file may have moved or need a login: open the URL in a browser, download the file")
+    return PPDError(f"Downloading {url} failed: the server sent a web page ({content_type}) instead of the "
+                    f"model file, so nothing was saved to {dest}. {how} and save it as {dest}.")
 
 
 def _http_error(err: urllib.error.HTTPError, url: str, dest: Path) -> PPDError:
