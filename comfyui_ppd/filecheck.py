@@ -18,12 +18,13 @@ from .errors import CheckpointError
 HEAD_BYTES = 4096
 OFFICIAL_README = "https://github.com/gangweix/pixel-perfect-depth"
 MODEL_SUFFIXES = (".safetensors", ".sft", ".pth", ".pt", ".ckpt", ".bin")
-_HTML_START = re.compile(rb"\s*(<!doctype\s+html|<html|<head|<body|<!--|<meta|<title|<script)", re.I)
-_GDRIVE = re.compile(rb"google\s*drive|drive\.google\.com|drive\.usercontent\.google\.com|googleusercontent", re.I)
-_GDRIVE_QUOTA = re.compile(rb"quota|too many users have viewed or downloaded", re.I)
+_HTML_START = re.compile(rb"\s*(<!doctype\s+html|<html|<head|<body|<!--|<meta|<title|<script)", re.IGNORECASE)
+_GDRIVE = re.compile(rb"google\s*drive|drive\.google\.com|drive\.usercontent\.google\.com|googleusercontent",
+                     re.IGNORECASE)
+_GDRIVE_QUOTA = re.compile(rb"quota|too many users have viewed or downloaded", re.IGNORECASE)
 _LFS_START = b"version https://git-lfs.github.com/spec/"
 _ADVICE = re.compile(r"weights_only|add_safe_globals|safe_globals|arbitrary code|trust|re-running|"
-                     r"torch\.serialization|you have two options|do those steps", re.I)
+                     r"torch\.serialization|you have two options|do those steps", re.IGNORECASE)
 
 
 def looks_like_html(head: bytes) -> bool:
@@ -32,13 +33,17 @@ def looks_like_html(head: bytes) -> bool:
 
 
 def _size_text(n: int) -> str:
-    return f"{n:,} bytes" if n < 10 ** 6 else f"{n:,} bytes, {n / 1e9:.2f} GB" if n >= 10 ** 8 else \
-        f"{n:,} bytes, {n / 1e6:.1f} MB"
+    """'1,234 bytes', with MB or GB added for large sizes."""
+    if n < 10 ** 6:
+        return f"{n:,} bytes"
+    return f"{n:,} bytes, {n / 1e6:.1f} MB" if n < 10 ** 8 else f"{n:,} bytes, {n / 1e9:.2f} GB"
 
 
 def redownload_hint(path: Path) -> str:
     """What to do: delete the file and get the real one (the catalogue URL when the name is official)."""
-    from .download import OFFICIAL_FILES   # lazily: download.py imports looks_like_html from here
+    from .download import (
+        OFFICIAL_FILES,  # lazily: download.py imports looks_like_html from here
+    )
     entry = OFFICIAL_FILES.get(path.name)
     if entry is None:
         return (f"Delete {path} and download it again; the official model files and their links are "
@@ -64,12 +69,13 @@ def _html(head: bytes, size: int, path: Path) -> tuple[str, str]:
             fix = ("Large Google Drive files need a click in a browser before they download. "
                    + redownload_hint(path))
         return found, fix
-    return (f"a web page (HTML, {_size_text(size)}) saved instead of the model, typically an error or "
-            "login page of the download site", redownload_hint(path))
+    found = (f"a web page (HTML, {_size_text(size)}) saved instead of the model, typically an error or "
+             "login page of the download site")
+    return found, redownload_hint(path)
 
 
 def _lfs(text: str, path: Path) -> tuple[str, str]:
-    m = re.search(r"^size (\d+)\s*$", text, re.M)
+    m = re.search(r"^size (\d+)\s*$", text, re.MULTILINE)
     of = f"a file of {int(m[1]):,} bytes" if m else "a file of unknown size"
     return (f"a Git LFS pointer of {of}, not the file itself (a model repository cloned without Git LFS)",
             "Fetch the real file with `git lfs install` and `git lfs pull` in that clone, or: "
@@ -96,8 +102,9 @@ def _safetensors(path: Path, size: int, head: bytes) -> tuple[str, str] | None:
         return f"a safetensors file of only {size} bytes (shorter than its 8-byte header length)", fix
     (n,) = struct.unpack("<Q", head[:8])
     if 8 + n > size:
-        return (f"a safetensors file with a broken header: it announces a {n:,}-byte header but the file "
-                f"has {size:,} bytes", fix)
+        found = (f"a safetensors file with a broken header: it announces a {n:,}-byte header but the file "
+                 f"has {size:,} bytes")
+        return found, fix
     with open(path, "rb") as f:
         f.seek(8)
         raw = f.read(n)
@@ -130,9 +137,9 @@ def inspect_model_file(path: Path) -> tuple[str | None, str, str]:
         return (None, *_lfs(head.decode("utf-8", "replace"), path))
     if head.startswith(b"PK\x03\x04"):
         if not zipfile.is_zipfile(path):
-            return (None, f"a truncated PyTorch checkpoint ({_size_text(size)}; the end of the zip archive "
-                          "with its table of contents is missing)",
-                    "The download stopped early. " + redownload_hint(path))
+            found = (f"a truncated PyTorch checkpoint ({_size_text(size)}; the end of the zip archive with its "
+                     "table of contents is missing)")
+            return None, found, "The download stopped early. " + redownload_hint(path)
         return "torch", "", ""
     if head[:1] == b"\x80":                                  # legacy (non-zip) torch.save: a pickle
         return "torch", "", ""
@@ -145,8 +152,8 @@ def inspect_model_file(path: Path) -> tuple[str | None, str, str]:
         first = head.decode("utf-8", "replace").strip().splitlines()[0][:60] if head.strip() else ""
         return (None, f"a text file ({_size_text(size)}, starting {first!r}), not a model",
                 redownload_hint(path))
-    return (None, f"neither a PyTorch nor a safetensors file ({_size_text(size)}, starting with bytes "
-                  f"{head[:8].hex(' ')})", redownload_hint(path))
+    found = f"neither a PyTorch nor a safetensors file ({_size_text(size)}, starting with bytes {head[:8].hex(' ')})"
+    return None, found, redownload_hint(path)
 
 
 def check_model_file(path: Path, expected: str = "a model checkpoint (.pth, .pt or .safetensors)") -> str:

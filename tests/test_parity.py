@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from comfyui_ppd import PPDPipeline, load_dit, load_semantic_encoder, sampling_timesteps
-from comfyui_ppd.models.layers import apply_rope_2d, rope_tables_from_positions
 from comfyui_ppd.models.dit import TimestepEmbedder
+from comfyui_ppd.models.layers import apply_rope_2d, rope_tables_from_positions
 from comfyui_ppd.sampling import euler_step, next_timesteps
 from tolerances import DIT_TOL, END_TO_END_TOL, ENC_TOL, EPS, TFREQ_TOL, UNIT_TOL, resize_tol
 
