@@ -41,9 +41,7 @@ def _size_text(n: int) -> str:
 
 def redownload_hint(path: Path) -> str:
     """What to do: delete the file and get the real one (the catalogue URL when the name is official)."""
-    from .download import (
-        OFFICIAL_FILES,  # lazily: download.py imports looks_like_html from here
-    )
+    from .download import OFFICIAL_FILES   # lazily: download.py imports looks_like_html from here
     entry = OFFICIAL_FILES.get(path.name)
     if entry is None:
         return (f"Delete {path} and download it again; the official model files and their links are "
