@@ -38,11 +38,12 @@ def predict_depth(pipe: PPDPipeline, image: Tensor | Prepared, *, steps: int = 4
 
 
 def save_depth(depth: Tensor, files: dict[str, str | os.PathLike], *, size: tuple[int, int] | None = None,
-               near_white: bool = True, overwrite: bool = False) -> dict[str, Path]:
+               near_white: bool = True, overwrite: bool = False, png_compress_level: int | None = None
+               ) -> dict[str, Path]:
     """Write one PPD depth map (h,w) as any of png16 (grey, normalised), color (spectral PNG), npy, exr.
 
     `size` (H, W) resizes first (bilinear), e.g. back to the input size; png16 is near = white unless
-    `near_white` is False (then far = white, a z-depth look).
+    `near_white` is False (then far = white, a z-depth look); `png_compress_level` 0-9 (None: PIL's 6).
     """
     unknown = set(files) - set(DEPTH_FILES)
     if unknown:
@@ -53,7 +54,8 @@ def save_depth(depth: Tensor, files: dict[str, str | os.PathLike], *, size: tupl
     out: dict[str, Path] = {}
     if "png16" in files:
         _, grey = imaging.render_depth(d, "controlnet" if near_white else "depth")
-        out["png16"] = images.write_png16(files["png16"], grey[0, 0].numpy(), overwrite=overwrite)
+        out["png16"] = images.write_png16(files["png16"], grey[0, 0].numpy(), overwrite=overwrite,
+                                           compress_level=png_compress_level)
     if "color" in files:
         rgb, _ = imaging.render_depth(d, "colormap", "spectral")
         out["color"] = images.write_png8_rgb(files["color"], rgb[0].permute(1, 2, 0).numpy(), overwrite=overwrite)

@@ -29,7 +29,7 @@ def nodes(pack):
 @pytest.fixture()
 def ppd_packet(pack, comfy_env):
     m = pack.NODE_CLASS_MAPPINGS
-    model, = m["PPD_LoadModel"]().load("ppd.pth", "depth_anything_v2_vitl.pth", "auto")
+    model, _ = m["PPD_LoadModel"]().load("ppd.pth", "depth_anything_v2_vitl.pth", "auto")["result"]
     sem, = m["PPD_SemanticEncoder"]().encode(model, torch.rand(2, 40, 60, 3), "custom long side", 96)
     return m["PPD_DepthSampler"]().sample(model, sem, 2, 5)[0]
 
