@@ -25,7 +25,9 @@ def wxh(size) -> str:
 
 
 def megabytes(path: str) -> str:
-    return f"{os.path.getsize(path) / 1e6:.1f} MB"
+    """A file's size for the UI: "12.3 MB", or "45.6 kB" below 0.1 MB."""
+    size = os.path.getsize(path)
+    return f"{size / 1e6:.1f} MB" if size >= 100_000 else f"{size / 1e3:.1f} kB"
 
 
 def preview_images(images: torch.Tensor, prefix: str = "ppd_preview") -> list[dict]:
