@@ -157,4 +157,21 @@ class PPD_DepthSampler:
         packet = {"depth": result.depth, "spread": result.spread, "image": image,
                   "input_size": semantics["input_size"], "kind": "ppd"}
         rgb, _ = imaging.render_depth(result.depth, "controlnet", size=semantics["input_size"])
-        return (packet, rgb.movedim(1, -1).to(mm.intermediate_device()))
+        return {"ui": {"text": [size_note(image.shape[-2:], semantics["input_size"], b, ensemble_size)]},
+                "result": (packet, rgb.movedim(1, -1).to(mm.intermediate_device()))}
+
+
+BIG_INPUT = 4  # an input this many times the processing area gets a hint to scale it down first
+
+
+def size_note(processed, input_size, batch: int, ensemble_size: int) -> str:
+    """What the Sampler did, sizes in W x H (as ComfyUI shows them), with a hint for very large inputs."""
+    (h, w), (H, W) = processed, input_size
+    text = (f"PPD processed {w} x {h} (W x H) for a {W} x {H} input, {batch} image(s)"
+            + (f", ensemble of {ensemble_size}" if ensemble_size > 1 else "")
+            + f"; ppd_depth is {w} x {h}, depth_image {W} x {H}.")
+    if H * W > BIG_INPUT * h * w:
+        text += (f" The input is {H * W / 1e6:.0f} MP but PPD works at {h * w / 1e6:.1f} MP: resizing it and the "
+                 "full-size outputs costs time and memory; scale the image down first (e.g. core Upscale Image "
+                 "By 0.25) unless you need full-size depth images.")
+    return text

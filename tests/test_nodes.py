@@ -26,7 +26,7 @@ def node(pack, name):
 def depth_packet(pack, comfy_env):
     model, _ = node(pack, "PPD_LoadModel").load("ppd.pth", "depth_anything_v2_vitl.pth", "auto")["result"]
     sem, = node(pack, "PPD_SemanticEncoder").encode(model, torch.rand(2, 40, 60, 3), "custom long side", 96)
-    return model, sem, node(pack, "PPD_DepthSampler").sample(model, sem, 2, 5)
+    return model, sem, node(pack, "PPD_DepthSampler").sample(model, sem, 2, 5)["result"]
 
 
 # --- definitions ---------------------------------------------------------------------------------------
@@ -169,7 +169,7 @@ def test_interrupt_stops_sampling_between_steps(pack, comfy_env):
 def test_ensemble_output_has_spread(pack, comfy_env):
     model, _ = node(pack, "PPD_LoadModel").load("ppd.pth", "depth_anything_v2_vitl.pth", "auto")["result"]
     sem, = node(pack, "PPD_SemanticEncoder").encode(model, torch.rand(1, 32, 32, 3), "custom long side", 64)
-    depth, _ = node(pack, "PPD_DepthSampler").sample(model, sem, 2, 0, ensemble_size=3)
+    depth, _ = node(pack, "PPD_DepthSampler").sample(model, sem, 2, 0, ensemble_size=3)["result"]
     assert depth["spread"].shape == depth["depth"].shape and depth["spread"].max() > 0
 
 
@@ -178,14 +178,14 @@ def test_batch_larger_than_memory_is_chunked(pack, comfy_env, monkeypatch):
     model, _ = node(pack, "PPD_LoadModel").load("ppd.pth", "depth_anything_v2_vitl.pth", "auto")["result"]
     images = torch.rand(3, 32, 32, 3)
     sem, = node(pack, "PPD_SemanticEncoder").encode(model, images, "custom long side", 64)
-    whole, _ = node(pack, "PPD_DepthSampler").sample(model, sem, 2, 9)
+    whole, _ = node(pack, "PPD_DepthSampler").sample(model, sem, 2, 9)["result"]
     forwards = []
     monkeypatch.setattr(runtime, "available_bytes", lambda device: 1)   # room for one image at a time
     original = model.pipeline.sample
     monkeypatch.setattr(model.pipeline, "sample", lambda image, *a, **k: forwards.append(len(image))
                         or original(image, *a, **k))
     sem2, = node(pack, "PPD_SemanticEncoder").encode(model, images, "custom long side", 64)
-    chunked, _ = node(pack, "PPD_DepthSampler").sample(model, sem2, 2, 9)
+    chunked, _ = node(pack, "PPD_DepthSampler").sample(model, sem2, 2, 9)["result"]
     assert forwards == [1, 1, 1]
     assert torch.allclose(whole["depth"], chunked["depth"], atol=1e-5)
 

@@ -31,7 +31,7 @@ def ppd_packet(pack, comfy_env):
     m = pack.NODE_CLASS_MAPPINGS
     model, _ = m["PPD_LoadModel"]().load("ppd.pth", "depth_anything_v2_vitl.pth", "auto")["result"]
     sem, = m["PPD_SemanticEncoder"]().encode(model, torch.rand(2, 40, 60, 3), "custom long side", 96)
-    return m["PPD_DepthSampler"]().sample(model, sem, 2, 5)[0]
+    return m["PPD_DepthSampler"]().sample(model, sem, 2, 5)["result"][0]
 
 
 def cloud_of(to_points, depth_kind=DEPTH, fov=60.0, focal=0.0, near=1.0, far=10.0, stride=1, threshold=0.0, **inputs):

@@ -258,3 +258,14 @@ def test_cloud_views_front_keeps_the_nearest_and_top_the_highest(pack):
     assert front[10, 10].tolist() == [0, 0, 1.0] and front[1, 10].tolist() == [1.0, 1.0, 1.0]
     assert top[1, 1].tolist() == [0, 1.0, 0] and top[10, 1].tolist() == [1.0, 0, 0]   # far side (z=2) up
     assert top[10, 10].tolist() == [1.0, 1.0, 1.0]         # white (y=0) is above blue (y=1): white wins
+
+
+def test_sampler_says_what_size_was_processed_and_warns_for_huge_inputs(pack, comfy_env):
+    model, _ = load(pack, "ppd.pth", "depth_anything_v2_vitl.pth", "auto")["result"]
+    sampler = node(pack, "PPD_DepthSampler")
+    sem, = node(pack, "PPD_SemanticEncoder").encode(model, torch.rand(1, 48, 64, 3), "custom long side", 64)
+    text = sampler.sample(model, sem, 1, 0)["ui"]["text"][0]
+    assert "processed 64 x 48 (W x H) for a 64 x 48 input" in text and "scale the image down" not in text
+    sem, = node(pack, "PPD_SemanticEncoder").encode(model, torch.rand(1, 150, 200, 3), "custom long side", 64)
+    text = sampler.sample(model, sem, 1, 0)["ui"]["text"][0]
+    assert "processed 64 x 48 (W x H) for a 200 x 150 input" in text and "scale the image down" in text

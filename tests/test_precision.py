@@ -70,7 +70,7 @@ def test_cli_and_node_give_identical_depth(pack, comfy_env, image_file, tmp_path
     nodes = pack.NODE_CLASS_MAPPINGS
     model, _ = nodes["PPD_LoadModel"]().load("ppd.pth", "depth_anything_v2_vitl.pth", precision)["result"]
     sem, = nodes["PPD_SemanticEncoder"]().encode(model, image, "custom long side", 96)   # 50x70 -> 64x96, as --area
-    packet, _ = nodes["PPD_DepthSampler"]().sample(model, sem, 2, 3)
+    packet, _ = nodes["PPD_DepthSampler"]().sample(model, sem, 2, 3)["result"]
     node = packet["depth"][0, 0].numpy()
     assert node.shape == cli.shape == (64, 96)
     assert np.array_equal(node, cli)
