@@ -158,3 +158,14 @@ def find_model(name_or_path: str | Path | None, role: str, *, explicit: str | Pa
         if hit is not None:
             return hit
     raise _missing(default, role, dirs)
+
+
+def how_to_get(name: str, target_dir: str | Path) -> str:
+    """One line on getting a missing file into `target_dir`: its URL (or Google Drive how-to) and exact path."""
+    target = Path(target_dir) / name
+    entry = OFFICIAL_FILES.get(name)
+    if entry is None:
+        return f"{name}: not an official file name; put the file at {target}, or pick another file."
+    if entry.url is None:
+        return f"{name}: {entry.note} Exact path: {target}"
+    return f"{name} ({entry.approx_size}): download {entry.url} and save it as {target}"

@@ -112,8 +112,39 @@ def metric_depth(depth: torch.Tensor, kind: str = "ppd", *, near: float = 1.0, f
     maps p to log(1+d) = log(1+near) + p·(log(1+far) - log(1+near)) (``near``/``far`` are used only
     here), "depth" is taken as is and "disparity" is inverted. NaN / inf pixels inside the mask raise
     (they mean a broken upstream node; mask them out on purpose instead), as do depths <= 0 after
-    mapping.
+    mapping (``metric_depth_dropping`` drops those instead).
     """
+    out, bad, valid, hint = _to_metric(depth, kind, near, far, reference, reference_mask, mask)
+    if bad.any():
+        raise InputError(f"{int(bad.sum())} of {int(valid.sum())} pixels map to a depth <= 0 or infinite "
+                         f"(kind '{kind}'). {hint}")
+    return out
+
+
+MIN_KEPT_FRACTION = 0.01  # metric_depth_dropping refuses when fewer pixels than this share of the valid ones remain
+
+
+def metric_depth_dropping(depth: torch.Tensor, kind: str = "ppd", *, near: float = 1.0, far: float = 5.0,
+                          reference: torch.Tensor | None = None, reference_mask: torch.Tensor | None = None,
+                          mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``metric_depth`` that drops pixels mapping to a depth <= 0 or infinite instead of refusing the image.
+
+    Returns (metric (H, W) with NaN at dropped pixels, keep (H, W) bool = mask minus dropped, dropped count).
+    Refuses only when fewer than MIN_KEPT_FRACTION of the valid pixels are left.
+    """
+    out, bad, valid, hint = _to_metric(depth, kind, near, far, reference, reference_mask, mask)
+    keep = valid & ~bad
+    n_bad, n_valid = int(bad.sum()), int(valid.sum())
+    if int(keep.sum()) < max(1.0, MIN_KEPT_FRACTION * n_valid):
+        raise InputError(f"{n_bad} of {n_valid} pixels map to a depth <= 0 or infinite (kind '{kind}'), so "
+                         f"almost nothing is left. {hint}")
+    return torch.where(bad, torch.full_like(out, math.nan), out), keep, n_bad
+
+
+def _to_metric(depth: torch.Tensor, kind: str, near: float, far: float, reference: torch.Tensor | None,
+               reference_mask: torch.Tensor | None, mask: torch.Tensor | None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, str]:
+    """(metric depth, bad = valid pixels <= 0 or infinite, valid = the checked mask, fix-it hint)."""
     _check_kind(kind)
     d = _as_map(depth, "depth")
     d = d if d.is_floating_point() else d.float()
@@ -129,11 +160,7 @@ def metric_depth(depth: torch.Tensor, kind: str = "ppd", *, near: float = 1.0, f
     else:
         out, hint = d.reciprocal(), ("zero or negative disparity has no finite depth (often sky or an affine-"
                                      "shifted disparity): give a reference depth, or mask those pixels.")
-    bad = valid & ~(torch.isfinite(out) & (out > 0))
-    if bad.any():
-        raise InputError(f"{int(bad.sum())} of {int(valid.sum())} pixels map to a depth <= 0 or infinite "
-                         f"(kind '{kind}'). {hint}")
-    return out
+    return out, valid & ~(torch.isfinite(out) & (out > 0)), valid, hint
 
 
 def _ppd_range(p: torch.Tensor, valid: torch.Tensor, near: float, far: float) -> tuple[torch.Tensor, str]:

@@ -20,7 +20,7 @@ DEFAULT_MULTIPLE = 16      # sides snap to PPD's coarse DiT token (DiTConfig.tok
 
 def _check_hw(height: int, width: int) -> None:
     if int(height) != height or int(width) != width or height < 1 or width < 1:
-        raise InputError(f"image size must be positive whole numbers, got {height}x{width}")
+        raise InputError(f"image size must be positive whole numbers, got {width} x {height} (W x H)")
 
 
 def processing_scale(height: int, width: int, area: int = DEFAULT_AREA) -> float:
@@ -76,7 +76,7 @@ def _check_size(size: tuple[int, int]) -> tuple[int, int]:
     except (TypeError, ValueError):
         raise InputError(f"size must be (height, width), got {size!r}") from None
     if h < 1 or w < 1:
-        raise InputError(f"size must be positive, got {h}x{w}")
+        raise InputError(f"size must be positive, got {w} x {h} (W x H)")
     return h, w
 
 

@@ -47,7 +47,7 @@ def depth_edges(depth: torch.Tensor, *, valid: torch.Tensor | None = None, jump:
         raise InputError(f"window {window!r} must be an odd whole number >= 3 and jump {jump} above 0 "
                          "(e.g. window 5, jump 0.1 = a 10 % depth step).")
     if min(d.shape) <= window:
-        raise InputError(f"the depth map ({d.shape[0]}x{d.shape[1]}) is too small for a {window}-pixel "
+        raise InputError(f"the depth map ({d.shape[1]} x {d.shape[0]}, W x H) is too small for a {window}-pixel "
                          "window: use a larger map or a smaller window.")
     lo, hi = local_depth_range(d, window, valid)
     spans = hi > (1 + jump) * lo

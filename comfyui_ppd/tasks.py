@@ -38,11 +38,12 @@ def predict_depth(pipe: PPDPipeline, image: Tensor | Prepared, *, steps: int = 4
 
 
 def save_depth(depth: Tensor, files: dict[str, str | os.PathLike], *, size: tuple[int, int] | None = None,
-               near_white: bool = True, overwrite: bool = False) -> dict[str, Path]:
+               near_white: bool = True, overwrite: bool = False, png_compress_level: int | None = None
+               ) -> dict[str, Path]:
     """Write one PPD depth map (h,w) as any of png16 (grey, normalised), color (spectral PNG), npy, exr.
 
     `size` (H, W) resizes first (bilinear), e.g. back to the input size; png16 is near = white unless
-    `near_white` is False (then far = white, a z-depth look).
+    `near_white` is False (then far = white, a z-depth look); `png_compress_level` 0-9 (None: PIL's 6).
     """
     unknown = set(files) - set(DEPTH_FILES)
     if unknown:
@@ -53,7 +54,8 @@ def save_depth(depth: Tensor, files: dict[str, str | os.PathLike], *, size: tupl
     out: dict[str, Path] = {}
     if "png16" in files:
         _, grey = imaging.render_depth(d, "controlnet" if near_white else "depth")
-        out["png16"] = images.write_png16(files["png16"], grey[0, 0].numpy(), overwrite=overwrite)
+        out["png16"] = images.write_png16(files["png16"], grey[0, 0].numpy(), overwrite=overwrite,
+                                           compress_level=png_compress_level)
     if "color" in files:
         rgb, _ = imaging.render_depth(d, "colormap", "spectral")
         out["color"] = images.write_png8_rgb(files["color"], rgb[0].permute(1, 2, 0).numpy(), overwrite=overwrite)
@@ -68,14 +70,21 @@ def depth_to_cloud(depth: Tensor, kind: str = "ppd", *, near: float = 1.0, far: 
                    intrinsics: Tensor | None = None, fov_deg: float = 60.0, colors: Tensor | None = None,
                    reference: Tensor | None = None, reference_mask: Tensor | None = None,
                    mask: Tensor | None = None, stride: int = 1, discontinuity_threshold: float = 0.0,
-                   ) -> tuple[geometry.PointCloud, Tensor, Tensor]:
+                   drop_invalid: bool = False) -> tuple[geometry.PointCloud, Tensor, Tensor]:
     """A depth map (h,w) of `kind` -> (cloud, metric depth (h,w), intrinsics (3,3)) on its own grid.
 
     Metric scale from a reference depth when given, else PPD's near/far range; the camera is `intrinsics`,
     else a centred pinhole with horizontal `fov_deg`. `colors` (h',w',3) in [0,1], resized to the grid.
+    `drop_invalid`: pixels that map to a depth <= 0 or infinite are left out (NaN in the metric depth)
+    instead of refusing the image.
     """
-    metric = geometry.metric_depth(depth, kind, near=near, far=far, reference=reference,
-                                   reference_mask=reference_mask, mask=mask)
+    convert = geometry.metric_depth_dropping if drop_invalid else geometry.metric_depth
+    converted = convert(depth, kind, near=near, far=far, reference=reference, reference_mask=reference_mask,
+                        mask=mask)
+    if isinstance(converted, tuple):
+        metric, mask, _ = converted                                   # the keep-mask drops the invalid pixels
+    else:
+        metric = converted
     K = geometry.camera_intrinsics(*metric.shape, fov_deg=fov_deg) if intrinsics is None else intrinsics
     cloud = geometry.depth_to_point_cloud(metric, K, colors, mask=mask, stride=stride,
                                           discontinuity_threshold=discontinuity_threshold)
@@ -83,12 +92,20 @@ def depth_to_cloud(depth: Tensor, kind: str = "ppd", *, near: float = 1.0, far: 
 
 
 def evaluate_edges(depth: Tensor, kind: str, focal_px: float, *, near: float = 1.0, far: float = 10.0,
-                   gt: Tensor | None = None, background: Tensor | None = None) -> tuple[dict, Tensor]:
+                   gt: Tensor | None = None, background: Tensor | None = None,
+                   drop_invalid: bool = False) -> tuple[dict, Tensor]:
     """Flying pixels of a depth map (h,w) (and, with metric ground truth `gt` on the same grid, edge errors);
-    returns (numbers, heat map (h,w,3)) with flying pixels red over `background` or the depth."""
-    metric = geometry.metric_depth(depth, kind, near=near, far=far)
-    result = dict(metrics.flying_pixel_ratio(metric, focal_px))
+    returns (numbers, heat map (h,w,3)) with flying pixels red over `background` or the depth.
+    `drop_invalid`: pixels mapping to a depth <= 0 or infinite are left out (counted in numbers["dropped"])."""
+    if drop_invalid:
+        metric, keep, dropped = geometry.metric_depth_dropping(depth, kind, near=near, far=far)
+    else:
+        metric, keep, dropped = geometry.metric_depth(depth, kind, near=near, far=far), None, 0
+    result = dict(metrics.flying_pixel_ratio(metric, focal_px, mask=keep))
+    result["dropped"] = dropped
     if gt is not None:
         result.update(metrics.edge_point_metrics(depth, gt, focal_px, kind=kind))
-    heat = metrics.flying_heatmap(result["flying_mask"], metric if background is None else background)
+    if background is None:      # dropped pixels shown as the farthest kept depth
+        background = metric if keep is None else metric.nan_to_num(nan=float(metric[keep].max()))
+    heat = metrics.flying_heatmap(result["flying_mask"], background)
     return result, heat

@@ -4,8 +4,10 @@ from .metrics import PPD_EdgeMetricPreview
 from .model import PPD_LoadModel, register_model_folder
 from .pointcloud import PPD_DepthToPointCloud, PPD_SavePointCloud
 from .render import PPD_DepthRender, PPD_SaveDepth
+from .setup import copy_examples
 
 register_model_folder()
+copy_examples()
 
 NODE_CLASS_MAPPINGS = {
     "PPD_LoadModel": PPD_LoadModel,
@@ -17,13 +19,14 @@ NODE_CLASS_MAPPINGS = {
     "PPD_SavePointCloud": PPD_SavePointCloud,
     "PPD_EdgeMetricPreview": PPD_EdgeMetricPreview,
 }
+# Titles say "PPD" once; the keys above never change (saved workflows refer to them).
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "PPD_LoadModel": "Load PPD Model (PPD)",
-    "PPD_SemanticEncoder": "PPD Semantic Encoder (PPD)",
-    "PPD_DepthSampler": "PPD Depth Sampler (PPD)",
-    "PPD_DepthRender": "PPD Depth Render (PPD)",
-    "PPD_SaveDepth": "Save PPD Depth (PPD)",
-    "PPD_DepthToPointCloud": "PPD Depth to Point Cloud (PPD)",
+    "PPD_LoadModel": "Load PPD Model",
+    "PPD_SemanticEncoder": "PPD Semantic Encoder",
+    "PPD_DepthSampler": "PPD Depth Sampler",
+    "PPD_DepthRender": "PPD Depth Render",
+    "PPD_SaveDepth": "Save PPD Depth",
+    "PPD_DepthToPointCloud": "PPD Depth to Point Cloud",
     "PPD_SavePointCloud": "Save Point Cloud (PPD)",
-    "PPD_EdgeMetricPreview": "PPD Edge Metric Preview (PPD)",
+    "PPD_EdgeMetricPreview": "PPD Edge Metric Preview",
 }

@@ -7,7 +7,9 @@ Packets passed between nodes (plain dicts, CPU tensors):
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 
 import comfy.model_management as mm
 import comfy.utils
@@ -51,6 +53,20 @@ def progress(total: int, node_id: str | None = None):
     return callback
 
 
+@contextlib.contextmanager
+def cancellable(module: torch.nn.Module):
+    """Check Cancel before every transformer block of `module` (a DiT step over an ensemble chunk, or an
+    encoder pass over a batch, can take seconds; a block is the smallest unit of work)."""
+    blocks = [m for name, m in module.named_modules() if re.fullmatch(r"(.+\.)?blocks\.\d+", name)]
+    handles = [b.register_forward_pre_hook(lambda *_: mm.throw_exception_if_processing_interrupted())
+               for b in blocks]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 class PPD_SemanticEncoder:
     DESCRIPTION = ("Resizes the image to PPD's processing size (sides multiples of 16, aspect kept) and runs "
                    "the semantic encoder once per image. Batches are processed in chunks that fit memory.")
@@ -85,8 +101,9 @@ class PPD_SemanticEncoder:
         size = (imaging.long_side_size(h, w, long_side, px) if area is None
                 else imaging.processing_size(h, w, area, px))
         ppd_model.load(*size)                                   # room for the weights and one image's activations
-        prepared = pipe.prepare(x, area=area, long_side=None if area else long_side,
-                                callback=progress(x.shape[0], unique_id))
+        with cancellable(pipe.encoder):
+            prepared = pipe.prepare(x, area=area, long_side=None if area else long_side,
+                                    callback=progress(x.shape[0], unique_id))
         return ({"semantics": prepared.semantics, "image": prepared.image, "input_size": (h, w),
                  "encoder": (pipe.encoder.kind, pipe.encoder.semantic_dim)},)
 
@@ -134,9 +151,27 @@ class PPD_DepthSampler:
         ppd_model.load(h, w)
         total = b * ensemble_size * len(sampling_timesteps(steps))
         prepared = Prepared(image, semantics["semantics"], semantics["input_size"])
-        result = tasks.predict_depth(pipe, prepared, steps=steps, seed=seed, ensemble_size=ensemble_size,
-                                     progress=progress(total, unique_id))
+        with cancellable(pipe.dit):
+            result = tasks.predict_depth(pipe, prepared, steps=steps, seed=seed, ensemble_size=ensemble_size,
+                                         progress=progress(total, unique_id))
         packet = {"depth": result.depth, "spread": result.spread, "image": image,
                   "input_size": semantics["input_size"], "kind": "ppd"}
         rgb, _ = imaging.render_depth(result.depth, "controlnet", size=semantics["input_size"])
-        return (packet, rgb.movedim(1, -1).to(mm.intermediate_device()))
+        return {"ui": {"text": [size_note(image.shape[-2:], semantics["input_size"], b, ensemble_size)]},
+                "result": (packet, rgb.movedim(1, -1).to(mm.intermediate_device()))}
+
+
+BIG_INPUT = 4  # an input this many times the processing area gets a hint to scale it down first
+
+
+def size_note(processed, input_size, batch: int, ensemble_size: int) -> str:
+    """What the Sampler did, sizes in W x H (as ComfyUI shows them), with a hint for very large inputs."""
+    (h, w), (H, W) = processed, input_size
+    text = (f"PPD processed {w} x {h} (W x H) for a {W} x {H} input, {batch} image(s)"
+            + (f", ensemble of {ensemble_size}" if ensemble_size > 1 else "")
+            + f"; ppd_depth is {w} x {h}, depth_image {W} x {H}.")
+    if H * W > BIG_INPUT * h * w:
+        text += (f" The input is {H * W / 1e6:.0f} MP but PPD works at {h * w / 1e6:.1f} MP: resizing it and the "
+                 "full-size outputs costs time and memory; scale the image down first (e.g. core Upscale Image "
+                 "By 0.25) unless you need full-size depth images.")
+    return text

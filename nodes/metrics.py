@@ -19,6 +19,7 @@ from .pointcloud import (
     read_depth,
     to_mask_batch,
 )
+from .render import preview_images
 
 NUMBERS = ("edge_ratio", "image_ratio", "chamfer", "abs_rel", "delta1")
 SCALE_INPUTS = {name: (kind, {**opts, "tooltip": opts["tooltip"] + " Here only the flying-pixel test uses it; "
@@ -32,6 +33,7 @@ class PPD_EdgeMetricPreview:
                    "a metric ground truth: edge Chamfer distance, AbsRel and delta1. Shows flying pixels in red.")
     CATEGORY = "PPD"
     FUNCTION = "measure"
+    OUTPUT_NODE = True          # it shows its numbers and heat map, so it may end a workflow on its own
     RETURN_TYPES = ("IMAGE", "FLOAT", "FLOAT", "INT", "FLOAT", "FLOAT", "FLOAT", "STRING")
     RETURN_NAMES = ("heatmap", "edge_flying_ratio", "image_flying_ratio", "flying_count", "edge_chamfer",
                     "abs_rel", "delta1", "summary")
@@ -76,17 +78,20 @@ class PPD_EdgeMetricPreview:
                 if truth is not None:  # the ground truth goes to the depth grid, never the reverse
                     truth = imaging.resize_depth(truth[None, None].float(), tuple(d.shape), "nearest")[0, 0]
                 return tasks.evaluate_edges(d, source.kind, focal, near=near, far=far, gt=truth,
-                                            background=pick(colours, i, total, "image"))
+                                            background=pick(colours, i, total, "image"), drop_invalid=True)
 
             result, heat = per_image(i, total, work)
             results.append(result)
             heatmaps.append(heat)
         numbers = [batch_mean([r.get(key, math.nan) for r in results]) for key in NUMBERS]
         count = sum(r["flying_count"] for r in results)
-        lines = [metrics.format_summary(r) for r in results]
+        lines = [metrics.format_summary(r) + (f"; {r['dropped']:,} pixels left out (their depth maps to <= 0 or "
+                                              "infinity with near/far)" if r["dropped"] else "")
+                 for r in results]
         summary = lines[0] if total == 1 else "\n".join(f"image {i + 1}: {s}" for i, s in enumerate(lines))
         heatmap = torch.stack(heatmaps).to(mm.intermediate_device())
-        return (heatmap, numbers[0], numbers[1], count, *numbers[2:], summary)
+        return {"ui": {"images": preview_images(heatmap, "ppd_edge_preview"), "text": [summary]},
+                "result": (heatmap, numbers[0], numbers[1], count, *numbers[2:], summary)}
 
 
 def batch_mean(values: list[float]) -> float:

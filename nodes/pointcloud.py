@@ -23,12 +23,12 @@ import comfy.model_management as mm
 import folder_paths
 import torch
 
-from ..comfyui_ppd import geometry, tasks
+from ..comfyui_ppd import geometry, imaging, preview, tasks
 from ..comfyui_ppd.errors import InputError
 from ..comfyui_ppd.io import meshes
 from . import moge
 from .depth import image_to_bchw
-from .render import check_depth
+from .render import check_depth, megabytes, preview_images
 
 log = logging.getLogger("comfyui_ppd")
 
@@ -227,8 +227,12 @@ class PPD_DepthToPointCloud:
                 cloud, metric, K = tasks.depth_to_cloud(
                     source.depth[i], source.kind, near=near, far=far, intrinsics=K, colors=colour,
                     reference=reference, reference_mask=valid, mask=keep, stride=stride,
-                    discontinuity_threshold=discontinuity_threshold)
-                return {"cloud": cloud, "depth": metric, "intrinsics": K, "image": colour, "mask": keep}
+                    discontinuity_threshold=discontinuity_threshold, drop_invalid=True)
+                kept = torch.isfinite(metric)                           # dropped pixels are NaN
+                if keep is not None:
+                    kept &= imaging.resize_depth(keep[None, None].float(), tuple(metric.shape), "nearest")[0, 0] > 0.5
+                return {"cloud": cloud, "depth": metric, "intrinsics": K, "image": colour, "mask": kept,
+                        "dropped": int(torch.isnan(metric).sum())}
 
             frame, notes = logged_warnings(lambda: per_image(i, total, work))
             frames.append(frame)
@@ -237,12 +241,15 @@ class PPD_DepthToPointCloud:
 
 
 def describe(frame: dict, stride: int, index: int | None) -> str:
-    """One summary line for a frame: points, grid, depth range, focal length."""
+    """One summary line for a frame: points, grid (W x H), depth range, focal length, dropped pixels."""
     cloud, z = frame["cloud"], frame["cloud"].points[:, 2]
     head = "" if index is None else f"image {index + 1}: "
-    return (f"{head}{cloud.points.shape[0]:,} points from the {cloud.height}x{cloud.width} depth grid "
+    dropped = frame.get("dropped", 0)
+    tail = (f"; {dropped:,} pixels dropped: their depth maps to <= 0 or infinity (with near/far: raise near "
+            "or lower far to keep them)" if dropped else "")
+    return (f"{head}{cloud.points.shape[0]:,} points from the {cloud.width} x {cloud.height} (W x H) depth grid "
             f"(stride {stride}), depth {float(z.min()):.2f}-{float(z.max()):.2f} m, "
-            f"focal {float(frame['intrinsics'][0, 0]):.1f} px")
+            f"focal {float(frame['intrinsics'][0, 0]):.1f} px{tail}")
 
 
 def check_points(points) -> None:
@@ -307,7 +314,17 @@ class PPD_SavePointCloud:
                 folder, base, frame, stride, ply, glb, mesh, mesh_discontinuity_threshold)))
         files = [{"filename": f, "subfolder": subfolder, "type": "output"} for w in written for f in w.values()]
         paths = tuple(relative(subfolder, written[0][k]) if k in written[0] else "" for k in ("glb", "ply", "mesh"))
-        return {"ui": {"3d": files}, "result": paths}
+        lines = []
+        for i, (frame, names) in enumerate(zip(frames, written)):
+            cloud = frame["cloud"]
+            head = f"image {i + 1}: " if len(frames) > 1 else ""
+            lines.append(f"{head}{cloud.points.shape[0]:,} points ({cloud.width} x {cloud.height} grid, stride "
+                         f"{stride}): " + ", ".join(f"{n} ({megabytes(os.path.join(folder, n))})"
+                                                   for n in names.values()))
+        views = torch.stack([preview.cloud_views(frame["cloud"]) for frame in frames[:4]])
+        ui = {"3d": files, "text": ["\n".join(lines) + "\nPreview: front view | top view (far side up)."],
+              "images": preview_images(views, "ppd_cloud_preview")}
+        return {"ui": ui, "result": paths}
 
     @staticmethod
     def write(folder: str, base: str, frame: dict, stride: int, ply: bool, glb: bool, mesh: bool,

@@ -24,16 +24,17 @@ def node(pack, name):
 
 @pytest.fixture()
 def depth_packet(pack, comfy_env):
-    model, = node(pack, "PPD_LoadModel").load("ppd.pth", "depth_anything_v2_vitl.pth", "auto")
+    model, _ = node(pack, "PPD_LoadModel").load("ppd.pth", "depth_anything_v2_vitl.pth", "auto")["result"]
     sem, = node(pack, "PPD_SemanticEncoder").encode(model, torch.rand(2, 40, 60, 3), "custom long side", 96)
-    return model, sem, node(pack, "PPD_DepthSampler").sample(model, sem, 2, 5)
+    return model, sem, node(pack, "PPD_DepthSampler").sample(model, sem, 2, 5)["result"]
 
 
 # --- definitions ---------------------------------------------------------------------------------------
 def test_node_definitions_are_well_formed(pack):
     assert pack.NODE_CLASS_MAPPINGS and set(pack.NODE_CLASS_MAPPINGS) == set(pack.NODE_DISPLAY_NAME_MAPPINGS)
     for node_id, cls in pack.NODE_CLASS_MAPPINGS.items():
-        assert node_id.startswith("PPD_") and pack.NODE_DISPLAY_NAME_MAPPINGS[node_id].endswith("(PPD)")
+        title = pack.NODE_DISPLAY_NAME_MAPPINGS[node_id]
+        assert node_id.startswith("PPD_") and "PPD" in title and title.count("PPD") == 1, title
         assert cls.CATEGORY.split("/")[0] == "PPD" and cls.DESCRIPTION.strip()
         assert callable(getattr(cls, cls.FUNCTION))
         if getattr(cls, "RETURN_NAMES", None):
@@ -62,8 +63,9 @@ def test_node_ids_do_not_clash_with_core_names(pack):
 def test_model_folder_registered_with_extensions(pack, comfy_env):
     paths, exts = comfy_env.folder_paths.folder_names_and_paths["ppd"]
     assert paths[-1].endswith("ppd") and {".pth", ".pt", ".safetensors"} <= exts
-    choices = pack.NODE_CLASS_MAPPINGS["PPD_LoadModel"].INPUT_TYPES()["required"]["dit_name"][0]
-    assert {"ppd.pth", "depth_anything_v2_vitl.pth", "moge2_vitl_normal.pt"} <= set(choices)
+    spec = pack.NODE_CLASS_MAPPINGS["PPD_LoadModel"].INPUT_TYPES()["required"]
+    assert spec["dit_name"][0] == ["ppd.pth"]
+    assert spec["encoder_name"][0] == ["depth_anything_v2_vitl.pth", "moge2_vitl_normal.pt"]
 
 
 def test_extra_model_paths_entries_are_kept(pack, comfy_env, tmp_path):
@@ -92,7 +94,7 @@ def test_model_goes_through_the_memory_manager(pack, comfy_env, monkeypatch):
     calls = []
     monkeypatch.setattr(comfy_env.mm, "load_models_gpu",
                         lambda models, memory_required=0, **kw: calls.append((models, memory_required, kw)))
-    model, = node(pack, "PPD_LoadModel").load("ppd.pth", "depth_anything_v2_vitl.pth", "fp32")
+    model, _ = node(pack, "PPD_LoadModel").load("ppd.pth", "depth_anything_v2_vitl.pth", "fp32")["result"]
     assert model.patcher.model_size() == sum(p.numel() * 4 for p in model.patcher.model.parameters())
     node(pack, "PPD_SemanticEncoder").encode(model, torch.rand(1, 32, 32, 3), "512x384 area (fastest)", 1024)
     assert calls and calls[0][0] == [model.patcher] and calls[0][1] > 0 and calls[0][2]["force_full_load"]
@@ -125,12 +127,14 @@ def test_save_writes_numbered_files_and_never_overwrites(pack, depth_packet, com
     out2 = save.save(depth, "ppd/depth", True, "near = white", True, False, "processing")
     folder = comfy_env.folder_paths.get_output_directory()
     names = sorted(p.name for p in (Path(folder) / "ppd").iterdir())
-    assert names == ["depth_00001_.exr", "depth_00001_.npy", "depth_00001_.png", "depth_00002_.exr",
-                     "depth_00002_.npy", "depth_00002_.png", "depth_00003_.npy", "depth_00003_.png",
-                     "depth_00004_.npy", "depth_00004_.png"]
+    raw = "96x64"                                   # raw files stay at the processing size (W x H in the name)
+    assert names == sorted([f"depth_00001_{raw}.exr", f"depth_00001_{raw}.npy", "depth_00001_.png",
+                     f"depth_00002_{raw}.exr", f"depth_00002_{raw}.npy", "depth_00002_.png",
+                     f"depth_00003_{raw}.npy", "depth_00003_.png", f"depth_00004_{raw}.npy", "depth_00004_.png"])
     png = Image.open(f"{folder}/ppd/depth_00001_.png")
     assert png.size == (60, 40) and png.mode.startswith("I")
-    assert np.load(f"{folder}/ppd/depth_00003_.npy").shape == (64, 96)
+    assert np.load(f"{folder}/ppd/depth_00001_{raw}.npy").shape == (64, 96)
+    assert np.load(f"{folder}/ppd/depth_00003_{raw}.npy").shape == (64, 96)
     assert len(out["ui"]["images"]) == 2 and out["ui"]["images"][0]["type"] == "temp"
     assert out2["ui"]["images"][0]["filename"] != out["ui"]["images"][0]["filename"]
 
@@ -141,11 +145,11 @@ def test_interrupt_in_the_middle_of_a_save_leaves_whole_files(pack, depth_packet
     with pytest.raises(comfy_env.InterruptProcessingException):
         node(pack, "PPD_SaveDepth").save(depth, "ppd/cut", True, "near = white", True, False, "input")
     folder = Path(comfy_env.folder_paths.get_output_directory()) / "ppd"
-    assert sorted(p.name for p in folder.iterdir()) == ["cut_00001_.npy", "cut_00001_.png"]
+    assert sorted(p.name for p in folder.iterdir()) == ["cut_00001_.png", "cut_00001_96x64.npy"]
 
 
 def test_interrupt_stops_sampling_between_steps(pack, comfy_env):
-    model, = node(pack, "PPD_LoadModel").load("ppd.pth", "depth_anything_v2_vitl.pth", "auto")
+    model, _ = node(pack, "PPD_LoadModel").load("ppd.pth", "depth_anything_v2_vitl.pth", "auto")["result"]
     sem, = node(pack, "PPD_SemanticEncoder").encode(model, torch.rand(1, 32, 32, 3), "custom long side", 64)
     real_update = comfy_env.ProgressBar.update_absolute
     seen = []
@@ -166,25 +170,25 @@ def test_interrupt_stops_sampling_between_steps(pack, comfy_env):
 
 
 def test_ensemble_output_has_spread(pack, comfy_env):
-    model, = node(pack, "PPD_LoadModel").load("ppd.pth", "depth_anything_v2_vitl.pth", "auto")
+    model, _ = node(pack, "PPD_LoadModel").load("ppd.pth", "depth_anything_v2_vitl.pth", "auto")["result"]
     sem, = node(pack, "PPD_SemanticEncoder").encode(model, torch.rand(1, 32, 32, 3), "custom long side", 64)
-    depth, _ = node(pack, "PPD_DepthSampler").sample(model, sem, 2, 0, ensemble_size=3)
+    depth, _ = node(pack, "PPD_DepthSampler").sample(model, sem, 2, 0, ensemble_size=3)["result"]
     assert depth["spread"].shape == depth["depth"].shape and depth["spread"].max() > 0
 
 
 def test_batch_larger_than_memory_is_chunked(pack, comfy_env, monkeypatch):
     runtime = importlib.import_module(pack.__name__ + ".comfyui_ppd.runtime")   # the pack's own engine
-    model, = node(pack, "PPD_LoadModel").load("ppd.pth", "depth_anything_v2_vitl.pth", "auto")
+    model, _ = node(pack, "PPD_LoadModel").load("ppd.pth", "depth_anything_v2_vitl.pth", "auto")["result"]
     images = torch.rand(3, 32, 32, 3)
     sem, = node(pack, "PPD_SemanticEncoder").encode(model, images, "custom long side", 64)
-    whole, _ = node(pack, "PPD_DepthSampler").sample(model, sem, 2, 9)
+    whole, _ = node(pack, "PPD_DepthSampler").sample(model, sem, 2, 9)["result"]
     forwards = []
     monkeypatch.setattr(runtime, "available_bytes", lambda device: 1)   # room for one image at a time
     original = model.pipeline.sample
     monkeypatch.setattr(model.pipeline, "sample", lambda image, *a, **k: forwards.append(len(image))
                         or original(image, *a, **k))
     sem2, = node(pack, "PPD_SemanticEncoder").encode(model, images, "custom long side", 64)
-    chunked, _ = node(pack, "PPD_DepthSampler").sample(model, sem2, 2, 9)
+    chunked, _ = node(pack, "PPD_DepthSampler").sample(model, sem2, 2, 9)["result"]
     assert forwards == [1, 1, 1]
     # same images, batch of 3 vs 3 batches of 1: matmul kernels may block differently (summation order), a few
     # EPS per op through a tiny DiT: DIT_TOL-like (tolerances.py), 1e-5
@@ -211,12 +215,12 @@ def test_da2_encoder_with_moge_dit_is_refused(pack, comfy_env):
 
 def test_fp16_on_cpu_warns_and_uses_fp32(pack, comfy_env, caplog):
     with caplog.at_level(logging.WARNING, logger="comfyui_ppd"):
-        model, = node(pack, "PPD_LoadModel").load("ppd.pth", "depth_anything_v2_vitl.pth", "fp16")
+        model, _ = node(pack, "PPD_LoadModel").load("ppd.pth", "depth_anything_v2_vitl.pth", "fp16")["result"]
     assert model.dtype == torch.float32 and "fp32" in caplog.text
 
 
 def test_rgba_image_is_accepted_and_two_channels_refused(pack, comfy_env):
-    model, = node(pack, "PPD_LoadModel").load("ppd.pth", "depth_anything_v2_vitl.pth", "auto")
+    model, _ = node(pack, "PPD_LoadModel").load("ppd.pth", "depth_anything_v2_vitl.pth", "auto")["result"]
     enc = node(pack, "PPD_SemanticEncoder")
     rgb = torch.rand(1, 32, 32, 3)
     a, = enc.encode(model, torch.cat([rgb, torch.ones(1, 32, 32, 1)], -1), "custom long side", 64)
@@ -235,7 +239,7 @@ def test_steps_zero_is_refused(pack, depth_packet):
 def test_encoder_node_resizes_like_the_official_code(pack, comfy_env):
     """886x887 -> 880x880 uses bicubic (the official rule looks at the overall scale, not each side)."""
     from comfyui_ppd import imaging
-    model, = node(pack, "PPD_LoadModel").load("ppd.pth", "depth_anything_v2_vitl.pth", "auto")
+    model, _ = node(pack, "PPD_LoadModel").load("ppd.pth", "depth_anything_v2_vitl.pth", "auto")["result"]
     image = torch.rand(1, 886, 887, 3)
     sem, = node(pack, "PPD_SemanticEncoder").encode(model, image, "1024x768 area (official)", 1024)
     expected = imaging.resize_keep_aspect(image.movedim(-1, 1))

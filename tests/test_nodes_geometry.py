@@ -29,9 +29,9 @@ def nodes(pack):
 @pytest.fixture()
 def ppd_packet(pack, comfy_env):
     m = pack.NODE_CLASS_MAPPINGS
-    model, = m["PPD_LoadModel"]().load("ppd.pth", "depth_anything_v2_vitl.pth", "auto")
+    model, _ = m["PPD_LoadModel"]().load("ppd.pth", "depth_anything_v2_vitl.pth", "auto")["result"]
     sem, = m["PPD_SemanticEncoder"]().encode(model, torch.rand(2, 40, 60, 3), "custom long side", 96)
-    return m["PPD_DepthSampler"]().sample(model, sem, 2, 5)[0]
+    return m["PPD_DepthSampler"]().sample(model, sem, 2, 5)["result"][0]
 
 
 def cloud_of(to_points, depth_kind=DEPTH, fov=60.0, focal=0.0, near=1.0, far=10.0, stride=1, threshold=0.0, **inputs):
@@ -41,7 +41,7 @@ def cloud_of(to_points, depth_kind=DEPTH, fov=60.0, focal=0.0, near=1.0, far=10.
 
 def measure(metric_node, depth_kind=DEPTH, fov=60.0, focal=0.0, near=1.0, far=10.0, **inputs):
     keys = ("heatmap", "edge_ratio", "image_ratio", "count", "chamfer", "abs_rel", "delta1", "summary")
-    return dict(zip(keys, metric_node.measure(depth_kind, fov, focal, near, far, **inputs)))
+    return dict(zip(keys, metric_node.measure(depth_kind, fov, focal, near, far, **inputs)["result"]))
 
 
 def box() -> torch.Tensor:
@@ -78,7 +78,7 @@ def test_ppd_depth_to_files_end_to_end(nodes, ppd_packet, comfy_env):
     points, summary = cloud_of(to_points, near=near, far=far, ppd_depth=ppd_packet)
     p = ppd_packet["depth"][:, 0].double()                  # (2, 64, 96) normalised log-depth
     want_z = torch.expm1(math.log1p(near) + p * (math.log1p(far) - math.log1p(near)))
-    assert len(points["frames"]) == 2 and summary.count("6,144 points from the 64x96 depth grid") == 2
+    assert len(points["frames"]) == 2 and summary.count("6,144 points from the 96 x 64 (W x H) depth grid") == 2
     for b, frame in enumerate(points["frames"]):
         cloud = frame["cloud"]
         assert cloud.points.shape == (64 * 96, 3) and (cloud.height, cloud.width) == (64, 96)

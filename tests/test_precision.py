@@ -50,7 +50,8 @@ def test_node_on_a_gpu_follows_the_policy(pack, comfy_env, monkeypatch):
     engine_runtime = importlib.import_module(pack.__name__ + ".comfyui_ppd.runtime")
     monkeypatch.setattr(engine_runtime.torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     monkeypatch.setattr(comfy_env.mm, "get_torch_device", lambda: torch.device("cuda"))
-    model, = pack.NODE_CLASS_MAPPINGS["PPD_LoadModel"]().load("ppd.pth", "depth_anything_v2_vitl.pth", "auto")
+    load = pack.NODE_CLASS_MAPPINGS["PPD_LoadModel"]().load
+    model, _ = load("ppd.pth", "depth_anything_v2_vitl.pth", "auto")["result"]
     assert model.dtype == FP32 and model.pipeline._autocast == BF16
 
 
@@ -67,9 +68,9 @@ def test_cli_and_node_give_identical_depth(pack, comfy_env, image_file, tmp_path
 
     image = torch.from_numpy(np.asarray(Image.open(image_file).convert("RGB"), np.float32) / 255)[None]  # LoadImage
     nodes = pack.NODE_CLASS_MAPPINGS
-    model, = nodes["PPD_LoadModel"]().load("ppd.pth", "depth_anything_v2_vitl.pth", precision)
+    model, _ = nodes["PPD_LoadModel"]().load("ppd.pth", "depth_anything_v2_vitl.pth", precision)["result"]
     sem, = nodes["PPD_SemanticEncoder"]().encode(model, image, "custom long side", 96)   # 50x70 -> 64x96, as --area
-    packet, _ = nodes["PPD_DepthSampler"]().sample(model, sem, 2, 3)
+    packet, _ = nodes["PPD_DepthSampler"]().sample(model, sem, 2, 3)["result"]
     node = packet["depth"][0, 0].numpy()
     assert node.shape == cli.shape == (64, 96)
     assert np.array_equal(node, cli)

@@ -83,7 +83,7 @@ def test_basic_workflow_runs(pack, env):
     save, = by_type(prompt, "PPD_SaveDepth")
     assert result.ui[save]["images"]
     written = sorted(p.name for p in (Path(env.get_output_directory()) / "ppd").iterdir())
-    assert written == ["depth_00001_.npy", "depth_00001_.png"]
+    assert written == ["depth_00001_.png", "depth_00001_1024x768.npy"]     # raw at the processing size
     assert set(result.skipped) == set(by_type(prompt, "PreviewImage"))
 
 
@@ -99,7 +99,8 @@ def test_batch_workflow_runs_on_all_frames_with_one_range(pack, env):
     per_frame_max = grey.flatten(1).max(1).values
     assert (per_frame_max < 1).any() or (grey.flatten(1).min(1).values > 0).any()   # not stretched per frame
     files = sorted(p.name for p in (Path(env.get_output_directory()) / "ppd").iterdir())
-    assert [f for f in files if f.endswith(".exr")] == [f"frames_0000{i}_.exr" for i in (1, 2, 3)]
+    w, h = depth["depth"].shape[-1], depth["depth"].shape[-2]           # raw files at the processing size
+    assert [f for f in files if f.endswith(".exr")] == [f"frames_0000{i}_{w}x{h}.exr" for i in (1, 2, 3)]
 
 
 def test_controlnet_workflow_feeds_near_white_depth_to_core_controlnet(pack, env):

@@ -37,7 +37,7 @@ def validate_image(image: Tensor, min_side: int) -> Tensor:
     if image.shape[0] == 0:
         raise InputError("the image batch is empty.")
     if min(image.shape[-2:]) < min_side:
-        raise InputError(f"image is {image.shape[-2]}x{image.shape[-1]} px; PPD needs at least {min_side} px "
+        raise InputError(f"image is {image.shape[-1]} x {image.shape[-2]} px (W x H); PPD needs at least {min_side} px "
                          "on each side. Use a larger image.")
     if not image.is_floating_point():
         raise InputError(f"expected float pixels in [0,1], got {image.dtype}; divide 8-bit images by 255.")
@@ -113,7 +113,7 @@ class PPDPipeline:
         px = self.dit.config.token_px
         if not resize:
             if h % px or w % px:
-                raise InputError(f"with resize=False the image sides must be multiples of {px}, got {h}x{w}; "
+                raise InputError(f"with resize=False the image sides must be multiples of {px}, got {w} x {h} (W x H); "
                                  "use resize=True or crop/pad the image.")
             return image
         return imaging.resize_keep_aspect(image, area or self.area, long_side, multiple=px)

@@ -1,0 +1,108 @@
+"""What a model file holds, told from its keys without loading its weights: role (DiT / encoder) and semantics.
+
+Safetensors: the JSON header alone. Zip .pth/.pt (every torch.save since 1.6): `torch.load(mmap=True,
+weights_only=True)` reads the pickle and maps the data lazily, so no tensor is read. Legacy (non-zip)
+pickles and unreadable files are "unknown" (the loader says what is wrong with them). Results are cached
+per (path, mtime, size), so a dropdown refresh re-reads only new or changed files.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from . import catalogue, registry
+
+MAX_HEADER = 100_000_000  # bytes; a larger safetensors header is a broken file
+
+
+@dataclass(frozen=True)
+class FileKind:
+    """role: "dit" | "encoder" | another family's role | None (unknown); family name; semantics and its source."""
+
+    role: str | None
+    family: str | None = None
+    semantics: str | None = None          # "da2" | "moge2" | None
+    semantics_source: str = ""            # "metadata" | "keys" | "file name" | ""
+
+
+_CACHE: dict[tuple[str, int, int], FileKind] = {}
+
+
+def _safetensors_header(path: Path) -> tuple[list[str], dict]:
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        if not 0 < n <= MAX_HEADER:
+            raise ValueError("bad header length")
+        header = json.loads(f.read(n))
+    meta = header.pop("__metadata__", None) or {}
+    return list(header), dict(meta)
+
+
+def _torch_keys(path: Path) -> tuple[list[str], dict]:
+    obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    meta: dict = {}
+    while isinstance(obj, Mapping):
+        inner = next((obj[k] for k in ("state_dict", "model") if isinstance(obj.get(k), Mapping)), None)
+        if inner is None:
+            break
+        obj = inner
+    if not isinstance(obj, Mapping):
+        raise ValueError("not a dict of tensors")
+    return [k for k in obj if isinstance(k, str)], meta
+
+
+def _classify(path: Path) -> FileKind:
+    try:
+        if path.suffix.lower() in (".safetensors", ".sft"):
+            keys, meta = _safetensors_header(path)
+        elif zipfile.is_zipfile(path):
+            keys, meta = _torch_keys(path)
+        else:
+            return FileKind(None)
+    except Exception:  # any unreadable file is "unknown" here; loading it gives the clear error
+        return FileKind(None)
+    ranked = registry.identify(keys)
+    if not ranked:
+        return FileKind(None)
+    family = ranked[0][1]
+    if family.role == "encoder":
+        return FileKind("encoder", family.name, family.name if family.name in ("da2", "moge2") else None, "keys")
+    if family.name == "ppd":
+        if meta.get("ppd.semantics") in ("da2", "moge2"):
+            return FileKind("dit", "ppd", meta["ppd.semantics"], "metadata")
+        guess = catalogue.semantics_from_name(path.name)
+        return FileKind("dit", "ppd", guess, "file name" if guess else "")
+    return FileKind(family.role, family.name)
+
+
+def file_kind(path: str | os.PathLike) -> FileKind:
+    """The cached `FileKind` of a model file (unknown when it cannot be read cheaply)."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError:
+        return FileKind(None)
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    if key not in _CACHE:
+        _CACHE[key] = _classify(path)
+    return _CACHE[key]
+
+
+def pairing_note(dit: FileKind, encoder: FileKind, dit_name: str, encoder_name: str) -> str:
+    """A sentence when the DiT's semantics differ from the encoder's (how sure, and why), else ""."""
+    if not dit.semantics or not encoder.semantics or dit.semantics == encoder.semantics:
+        return ""
+    names = {"da2": "Depth Anything v2", "moge2": "MoGe-2"}
+    want = catalogue.DEFAULT_ENCODER[dit.semantics]
+    how = ("from the file's converter metadata" if dit.semantics_source == "metadata"
+           else "guessed from the file name; a renamed file may be fine")
+    return (f"pairing: {dit_name} expects {names[dit.semantics]} semantics, got {names[encoder.semantics]} "
+            f"({encoder_name}); decided {how}. Use {want} as the encoder, or the DiT trained for "
+            f"{names[encoder.semantics]} semantics.")
