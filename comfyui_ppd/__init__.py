@@ -11,13 +11,14 @@ import torch
 
 from .checkpoints import Source, build_dit, dit_part, encoder_part, load_strict, read_checkpoint
 from .errors import CheckpointError, InputError, PPDError
+from .families.moge2 import MoGe2Model, align_to_metric, load_moge2
 from .models.dit import PPDDiT
 from .models.encoders import SemanticEncoder
 from .pipeline import DepthResult, PPDPipeline, Prepared
 from .sampling import sampling_timesteps
 
 __all__ = ["load_dit", "load_semantic_encoder", "sampling_timesteps", "PPDPipeline", "Prepared",
-           "DepthResult", "PPDError", "CheckpointError", "InputError"]
+           "DepthResult", "PPDError", "CheckpointError", "InputError", "load_geometry_model", "align_to_metric"]
 __version__ = "0.1.0"
 
 
@@ -55,3 +56,12 @@ def load_semantic_encoder(source: Source, *, device: torch.device | str = "cpu",
     module, sd = encoder_part(ckpt, num_heads)
     what = "a complete Depth Anything v2 encoder" if module.kind == "da2" else "a complete MoGe-2 encoder"
     return load_strict(module, sd, ckpt.label, what, device, dtype)
+
+
+def load_geometry_model(source: Source, *, device: torch.device | str = "cpu",
+                        dtype: torch.dtype = torch.float32) -> MoGe2Model:
+    """Load a full MoGe-2 model (model.pt or .safetensors with `model_config`), strictly, for metric geometry.
+
+    `model.infer(image)` with image (3,H,W) or (B,3,H,W) in [0,1] -> points, depth, mask, intrinsics, normal.
+    """
+    return load_moge2(source, device=device, dtype=dtype)

@@ -80,17 +80,21 @@ class MoGe2Encoder(SemanticEncoder):
         self.register_buffer("image_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
         self.semantic_dim = dim_out
 
-    def backbone_input(self, image: Tensor) -> Tensor:
-        """Bilinear antialiased resize of the [0,1] image first, then normalisation by the stored buffers."""
-        x = F.interpolate(image.float(), size=encoder_input_size(*image.shape[-2:], self.backbone.config.patch_size),
-                          mode="bilinear", align_corners=False, antialias=True)
+    def backbone_input(self, image: Tensor, size: tuple[int, int] | None = None) -> Tensor:
+        """Bilinear antialiased resize of the [0,1] image first (to `size`, default the PPD grid), then normalisation."""
+        size = size or encoder_input_size(*image.shape[-2:], self.backbone.config.patch_size)
+        x = F.interpolate(image.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
         x = (x - self.image_mean.float()) / self.image_std.float()
         return x.to(self.backbone.patch_embed.proj.weight.dtype)
 
     def encode(self, x: Tensor, grid_h: int, grid_w: int) -> Tensor:
+        return rearrange(self.feature_map(x, grid_h, grid_w)[0], "b c h w -> b (h w) c")
+
+    def feature_map(self, x: Tensor, grid_h: int, grid_w: int) -> tuple[Tensor, Tensor]:
+        """(B, dim_out, h, w) sum of the projected layers, and the last listed layer's class token (B, D)."""
         layers = self.backbone.tokens(x, self.intermediate_layers)
         total = 0
         for tokens, proj in zip(layers, self.output_projections):
             grid = rearrange(tokens[:, 1:], "b (h w) c -> b c h w", h=grid_h, w=grid_w)
             total = total + proj(grid)
-        return rearrange(total, "b c h w -> b (h w) c")
+        return total, layers[-1][:, 0]

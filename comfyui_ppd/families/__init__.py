@@ -1,0 +1,1 @@
+"""Model families: each subpackage builds one kind of network from its checkpoint."""

@@ -1,0 +1,136 @@
+"""The official metric point-cloud chain after MoGe-2 (run_point_cloud.py), deterministic and in torch.
+
+1. `align_to_metric`: PPD depth -> metres by a line in log(1 + d) fitted to MoGe's metric depth.
+2. `intrinsics_to_pixels` + `unproject_pixels`: depth2pcd at INTEGER pixel indices (u = j, cx = W/2).
+3. `statistical_outlier_filter`: 20 neighbours, 3 sigma, as Open3D's remove_statistical_outlier.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ...errors import InputError
+from ...geometry import _weighted_line, fit_affine_robust
+
+CLIP_MIN = 1e-3               # metres; the official lower clip of the aligned depth
+
+
+def _median(t: Tensor) -> Tensor:
+    """numpy-style median (mean of the two middle values for an even count)."""
+    s = t.sort().values
+    n = s.numel()
+    return (s[(n - 1) // 2] + s[n // 2]) / 2
+
+
+def align_to_metric(ppd_depth: Tensor, metric_depth: Tensor, mask: Tensor) -> Tensor:
+    """PPD depth (H,W) -> metres: log(1 + metric) ≈ a·ppd + b on the masked pixels, then expm1, clipped.
+
+    Same branches and clipping as the official `recover_metric_depth_ransac`, with RANSAC replaced by a
+    deterministic equivalent: our robust line (`geometry.fit_affine_robust`), its consensus set by the
+    official inlier rule |residual| <= MAD(log(1 + metric)), and the least-squares refit on that set
+    (RANSAC's final step). Slope <= 0 falls back to exp(ppd·mean(y)/mean(ppd)) - 1; a single usable
+    pixel gives a = 1, b = 0. Output is clipped to [1e-3, max reference depth]. Reference pixels that
+    are not finite or not > 0 (MoGe writes +inf where invalid) are left out of the fit.
+    """
+    pred = _as_map(ppd_depth, "ppd_depth")
+    ref = _as_map(metric_depth, "metric_depth").to(pred.device)
+    m = _as_map(mask, "mask").to(pred.device).bool()
+    if ref.shape != pred.shape or m.shape != pred.shape:
+        raise InputError(f"align_to_metric: ppd_depth {tuple(pred.shape)}, metric_depth {tuple(ref.shape)} and "
+                         f"mask {tuple(m.shape)} must have the same size; resize the MoGe outputs to the depth grid.")
+    if not torch.isfinite(pred[m]).all():
+        raise InputError("align_to_metric: the PPD depth has NaN/inf values inside the mask; fix the depth node.")
+    usable = m & torch.isfinite(ref) & (ref > 0)
+    if not usable.any():
+        why = ("the mask selects no pixel (MoGe-2 found no valid pixel in this image)" if not m.any() else
+               "the reference depth is zero, negative or infinite at every masked pixel")
+        raise InputError(f"align_to_metric: {why}, so there is no metric scale to fit. Check that the reference "
+                         "is MoGe-2's metric depth of the same image (not a disparity or an empty map).")
+    x = pred[usable].double()
+    y = torch.log1p(ref[usable].double())
+    a, b = 1.0, 0.0
+    if x.numel() >= 2:
+        a, b = fit_affine_robust(x, y)
+        inliers = ((y - (a * x + b)).abs() <= _median((y - _median(y)).abs())).double()
+        a, b = _weighted_line(x, y, inliers) or (a, b)
+    p = pred.double()
+    if a > 0:
+        metric = torch.expm1(a * p + b)
+    else:
+        metric = torch.expm1(p * (y.mean() / x.mean()))
+    return metric.clamp(CLIP_MIN, float(ref[usable].max())).to(torch.float32)
+
+
+def intrinsics_to_pixels(intrinsics: Tensor, height: int, width: int) -> Tensor:
+    """Normalised K (3,3) (cx = 0.5) -> pixel K: row 0 times W, row 1 times H (cx = W/2), float32 like the official."""
+    k = torch.as_tensor(intrinsics).detach().float().clone()
+    if k.shape != (3, 3):
+        raise InputError(f"intrinsics must be one (3,3) matrix, got {tuple(k.shape)}; take one image of the batch.")
+    _check_intrinsics(k)
+    k[0, 0] *= width
+    k[1, 1] *= height
+    k[0, 2] *= width
+    k[1, 2] *= height
+    return k
+
+
+def unproject_pixels(depth: Tensor, intrinsic_px: Tensor, mask: Tensor) -> Tensor:
+    """(N,3) float64 points of the masked pixels, row-major, at INTEGER indices: X = (j - cx)/fx·Z.
+
+    The official depth2pcd convention (no +0.5; with cx = W/2 the cloud sits half a pixel off MoGe's
+    pixel-centre unprojection). Use it to reproduce PPD's PLY; `geometry.depth_to_points` uses centres.
+    """
+    d = _as_map(depth, "depth")
+    m = _as_map(mask, "mask").to(d.device).bool()
+    k = torch.as_tensor(intrinsic_px).to(d.device)
+    _check_intrinsics(k)
+    rows, cols = m.nonzero(as_tuple=True)
+    z = d[rows, cols].double()
+    if not (torch.isfinite(z).all() and (z > 0).all()):
+        raise InputError("unproject_pixels: masked pixels with depth <= 0 or inf; mask them out "
+                         "(MoGe writes +inf at invalid pixels).")
+    fx, fy, cx, cy = (k[i, j].double() for i, j in ((0, 0), (1, 1), (0, 2), (1, 2)))
+    return torch.stack([(cols.double() - cx) / fx * z, (rows.double() - cy) / fy * z, z], dim=-1)
+
+
+def statistical_outlier_filter(points: Tensor, neighbours: int = 20, std_ratio: float = 3.0,
+                               block_elements: int = 1 << 24) -> Tensor:
+    """Indices (ascending) of points kept by Open3D's remove_statistical_outlier(neighbours, std_ratio).
+
+    d_i = mean distance to the `neighbours` nearest points including itself (exact kNN, blocked, O(N^2));
+    keep 0 < d_i < mean + std_ratio·std, with mean and std over the d_i > 0 as Open3D computes them.
+    """
+    pts = torch.as_tensor(points)
+    if pts.ndim != 2 or pts.shape[1] != 3 or not torch.isfinite(pts).all():
+        raise InputError(f"statistical_outlier_filter: expected finite (N,3) points, got {tuple(pts.shape)}.")
+    n = pts.shape[0]
+    if n < 2:
+        return torch.arange(n, device=pts.device)
+    k = min(neighbours, n)
+    p64 = pts.double()
+    d = torch.empty(n, dtype=torch.float64, device=pts.device)
+    rows = max(1, block_elements // n)
+    for s in range(0, n, rows):
+        dist = torch.cdist(p64[s:s + rows], p64, compute_mode="donot_use_mm_for_euclid_dist")
+        d[s:s + rows] = dist.topk(k, dim=1, largest=False).values.sum(1) / k
+    pos = d > 0
+    mean = d[pos].sum() / n
+    std = math.sqrt(float(((d[pos] - mean) ** 2).sum()) / (n - 1))
+    return ((d > 0) & (d < mean + std_ratio * std)).nonzero().squeeze(1)
+
+
+def _check_intrinsics(k: Tensor) -> None:
+    if not torch.isfinite(k).all() or k[0, 0] <= 0 or k[1, 1] <= 0:
+        raise InputError(f"the camera intrinsics are not usable (focal lengths must be finite and > 0): "
+                         f"{k.tolist()}. Re-run MoGe-2, or give a field of view instead.")
+
+
+def _as_map(t: Tensor, name: str) -> Tensor:
+    t = torch.as_tensor(t)
+    while t.ndim > 2 and t.shape[0] == 1:
+        t = t[0]
+    if t.ndim != 2:
+        raise InputError(f"{name} must be one (H,W) map, got shape {tuple(t.shape)}; pass one image at a time.")
+    return t
