@@ -31,6 +31,18 @@ def parity() -> Path:
     return path
 
 
+def shared_fixture(name: str) -> Path:
+    """../shared/fixtures/<name> (or $PPD_FIXTURES_DIR/<name>); skip when absent, fail under CI=true."""
+    env = os.environ.get("PPD_FIXTURES_DIR")
+    path = (Path(env) if env else REPO.parent / "shared" / "fixtures") / name
+    if not (path / "README.md").is_file():
+        msg = f"golden fixtures not found: expected {path} (../shared/fixtures/{name} beside the clone)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg + "; under CI=true they are required")
+        pytest.skip(msg)
+    return path
+
+
 @pytest.fixture(scope="session")
 def load_fixture(parity):
     """load_fixture("dit_tiny_cases") -> dict of tensors from that safetensors file."""

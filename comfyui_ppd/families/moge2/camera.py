@@ -129,6 +129,18 @@ def _lmpar_1d(jnorm: float, jtf: float, d: float, delta: float, par: float) -> t
     return par, -x
 
 
+def solver_samples(points: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """What the solver sees: nearest 64x64 samples of points (B,64,64,3), uv (64,64,2) and mask (B,64,64) bool."""
+    b, h, w, _ = points.shape
+    uv = normalized_view_plane_uv(w, h, dtype=points.dtype, device=points.device)
+    size = (SOLVER_GRID, SOLVER_GRID)
+    pts_lr = F.interpolate(points.permute(0, 3, 1, 2), size, mode="nearest").permute(0, 2, 3, 1)
+    uv_lr = F.interpolate(uv.permute(2, 0, 1)[None], size, mode="nearest")[0].permute(1, 2, 0)
+    if mask is None:
+        return pts_lr, uv_lr, torch.ones(b, *size, dtype=torch.bool, device=points.device)
+    return pts_lr, uv_lr, F.interpolate(mask.float()[:, None], size, mode="nearest")[:, 0] > 0
+
+
 def recover_focal_shift(points: Tensor, mask: Tensor | None = None, focal: Tensor | None = None,
                         trace: list | None = None) -> tuple[Tensor, Tensor]:
     """Focal (relative to half the diagonal) and z shift of an affine point map (B,H,W,3) -> (B,), (B,).
@@ -136,15 +148,14 @@ def recover_focal_shift(points: Tensor, mask: Tensor | None = None, focal: Tenso
     Samples a 64x64 nearest grid of the map (and mask), then per image minimises
     |f xy/(z+s) - uv|^2 over s with f in closed form (or given), as the official solver does.
     """
-    b, h, w, _ = points.shape
-    uv = normalized_view_plane_uv(w, h, dtype=points.dtype, device=points.device)
-    size = (SOLVER_GRID, SOLVER_GRID)
-    pts_lr = F.interpolate(points.permute(0, 3, 1, 2), size, mode="nearest").permute(0, 2, 3, 1)
-    uv_lr = F.interpolate(uv.permute(2, 0, 1)[None], size, mode="nearest")[0].permute(1, 2, 0)
-    if mask is None:
-        mask_lr = torch.ones(b, *size, dtype=torch.bool, device=points.device)
-    else:
-        mask_lr = F.interpolate(mask.float()[:, None], size, mode="nearest")[:, 0] > 0
+    pts_lr, uv_lr, mask_lr = solver_samples(points, mask)
+    return focal_shift_from_samples(pts_lr, uv_lr, mask_lr, focal, trace)
+
+
+def focal_shift_from_samples(pts_lr: Tensor, uv_lr: Tensor, mask_lr: Tensor, focal: Tensor | None = None,
+                             trace: list | None = None) -> tuple[Tensor, Tensor]:
+    """The per-image solve on the 64x64 samples of `solver_samples` -> focal (B,), shift (B,) float32."""
+    b = pts_lr.shape[0]
     focals, shifts = [], []
     for i in range(b):
         sel = mask_lr[i].cpu()
@@ -158,7 +169,7 @@ def recover_focal_shift(points: Tensor, mask: Tensor | None = None, focal: Tenso
         shifts.append(s)
         focals.append(f if f_in is None else f_in)
     out_f = torch.tensor(focals, dtype=torch.float32) if focal is None else focal.float().cpu()
-    return out_f.to(points.device), torch.tensor(shifts, dtype=torch.float32, device=points.device)
+    return out_f.to(pts_lr.device), torch.tensor(shifts, dtype=torch.float32, device=pts_lr.device)
 
 
 def _solve_one(uv: Tensor, xy: Tensor, z: Tensor, focal: float | None, trace: list | None) -> tuple[float, float]:

@@ -103,6 +103,13 @@ class MoGe2Config:
     num_tokens_range: tuple[int, int] = (1200, 3600)
 
 
+def remap_exp(raw: Tensor) -> Tensor:
+    """(..., 3) raw (x, y, log z) -> (x·z, y·z, z) with z = exp(log z)."""
+    xy, log_z = raw.split([2, 1], dim=-1)
+    z = log_z.exp()
+    return torch.cat([xy * z, z], dim=-1)
+
+
 def token_grid(height: int, width: int, num_tokens: int) -> tuple[int, int]:
     """MoGe's processing grid, in exactly the official float64 expression (60x140 @ 525 -> 14x35, not 15x35)."""
     aspect = width / height
@@ -150,9 +157,7 @@ class MoGe2Model(nn.Module):
         heads = {"points": self.points_head, "mask": self.mask_head, "normal": self.normal_head}
         raw = {k: F.interpolate(head(neck)[-1].float(), (height, width), mode="bilinear", align_corners=False,
                                 antialias=False) for k, head in heads.items() if head is not None}
-        xy, log_z = raw["points"].permute(0, 2, 3, 1).split([2, 1], dim=-1)
-        z = log_z.exp()
-        out = {"points": torch.cat([xy * z, z], dim=-1), "mask": raw["mask"][:, 0].sigmoid(),
+        out = {"points": remap_exp(raw["points"].permute(0, 2, 3, 1)), "mask": raw["mask"][:, 0].sigmoid(),
                "metric_scale": self.scale_head(cls).float().squeeze(1).exp(),
                "normal": F.normalize(raw["normal"].permute(0, 2, 3, 1), dim=-1) if "normal" in raw else None}
         return out
@@ -168,34 +173,46 @@ class MoGe2Model(nn.Module):
         """
         x = _check_image(image)
         fwd = self(x.to(self.encoder.image_mean.device), self.num_tokens(resolution_level, num_tokens))
-        points, normal, metric_scale = fwd["points"], fwd["normal"], fwd["metric_scale"]
-        b, height, width, _ = points.shape
-        aspect = width / height
-        mask = fwd["mask"] > 0.5                                                  # strict: 0.5 is invalid
-        if fov_x is None:
-            focal, shift = recover_focal_shift(points, mask)
-        else:
-            if not (isinstance(fov_x, (int, float)) and 0 < fov_x < 180):
-                raise InputError(f"fov_x {fov_x!r} must be a horizontal field of view in degrees, 0 < fov_x < 180.")
-            focal, shift = recover_focal_shift(points, mask, focal_from_fov_x(fov_x, aspect, b, points.device))
-        intrinsics = intrinsics_from_focal(focal, aspect)
-        if not torch.isfinite(intrinsics).all():
-            raise InputError(f"MoGe-2 recovered a non-finite camera (focal {focal.tolist()}): the image has too "
-                             "few valid pixels for the focal solve; give fov_x, or check the image.")
-        points = points.clone()
-        points[..., 2] += shift[:, None, None]
-        mask &= points[..., 2] > 0
-        depth = points[..., 2].clone()
-        if force_projection:
-            points = unproject_centres(depth, intrinsics)
-        points = points * metric_scale[:, None, None, None]
-        depth = depth * metric_scale[:, None, None]
-        if apply_mask:
-            points = torch.where(mask[..., None], points, math.inf)
-            depth = torch.where(mask, depth, math.inf)
-            normal = torch.where(mask[..., None], normal, 0.0) if normal is not None else None
-        return {"points": points, "depth": depth, "mask": mask, "intrinsics": intrinsics, "normal": normal,
-                "focal": focal, "shift": shift, "metric_scale": metric_scale}
+        return metric_geometry(fwd["points"], fwd["mask"], fwd["normal"], fwd["metric_scale"], fov_x=fov_x,
+                               force_projection=force_projection, apply_mask=apply_mask)
+
+
+def metric_geometry(points: Tensor, mask_prob: Tensor, normal: Tensor | None, metric_scale: Tensor, *,
+                    fov_x: float | None = None, force_projection: bool = True, apply_mask: bool = True) -> dict:
+    """MoGe's post-processing (float32): affine map (B,H,W,3) + mask prob + scale -> camera and metric maps."""
+    points, mask_prob, metric_scale = points.float(), mask_prob.float(), metric_scale.float()
+    b, height, width, _ = points.shape
+    aspect = width / height
+    mask = mask_prob > 0.5                                                        # strict: 0.5 is invalid
+    if fov_x is None:
+        focal, shift = recover_focal_shift(points, mask)
+    else:
+        if not (isinstance(fov_x, (int, float)) and 0 < fov_x < 180):
+            raise InputError(f"fov_x {fov_x!r} must be a horizontal field of view in degrees, 0 < fov_x < 180.")
+        focal, shift = recover_focal_shift(points, mask, focal_from_fov_x(fov_x, aspect, b, points.device))
+    intrinsics = intrinsics_from_focal(focal, aspect)
+    if not torch.isfinite(intrinsics).all():
+        raise InputError(f"MoGe-2 recovered a non-finite camera (focal {focal.tolist()}): give fov_x, or check "
+                         "the image.")
+    points = points.clone()
+    points[..., 2] += shift[:, None, None]
+    mask &= points[..., 2] > 0                                                    # in front, after the shift
+    empty = [i for i in range(b) if not mask[i].any()]
+    if empty:
+        raise InputError(f"MoGe-2 found no valid pixel in image(s) {empty} of the batch (mask probability <= 0.5 "
+                         "or behind the camera everywhere), so there is no metric depth or camera: check that "
+                         "the image is a photo (not blank or a flat colour), or give the camera with fov_x.")
+    depth = points[..., 2].clone()
+    if force_projection:
+        points = unproject_centres(depth, intrinsics)
+    points = points * metric_scale[:, None, None, None]
+    depth = depth * metric_scale[:, None, None]
+    if apply_mask:
+        points = torch.where(mask[..., None], points, math.inf)
+        depth = torch.where(mask, depth, math.inf)
+        normal = torch.where(mask[..., None], normal, 0.0) if normal is not None else None
+    return {"points": points, "depth": depth, "mask": mask, "intrinsics": intrinsics, "normal": normal,
+            "focal": focal, "shift": shift, "metric_scale": metric_scale}
 
 
 def _check_image(image: Tensor) -> Tensor:
