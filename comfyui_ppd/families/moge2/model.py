@@ -142,14 +142,19 @@ class MoGe2Model(nn.Module):
 
     def forward(self, image: Tensor, num_tokens: int) -> dict[str, Tensor]:
         """(B,3,H,W) in [0,1] -> points (B,H,W,3) affine, normal (B,H,W,3), mask prob (B,H,W), metric_scale (B,)."""
-        b, _, height, width = image.shape
+        height, width = image.shape[-2:]
         gh, gw = token_grid(height, width, num_tokens)
         if gh < 1 or gw < 1:
             raise InputError(f"MoGe-2: {num_tokens} tokens give an empty {gh}x{gw} grid for a {height}x{width} "
                              "image; use more tokens (resolution_level 0..9 gives 1200..3600).")
         p = self.encoder.backbone.config.patch_size
         x = self.encoder.backbone_input(image, (p * gh, p * gw))
-        features, cls = self.encoder.feature_map(x, gh, gw)                     # (B,C,gh,gw), (B,D)
+        return self.decode(*self.encoder.feature_map(x, gh, gw), (height, width))
+
+    def decode(self, features: Tensor, cls: Tensor, size: tuple[int, int]) -> dict[str, Tensor]:
+        """Encoder features (B,C,h,w) and class token (B,D) -> the maps of `forward` at `size` (H,W)."""
+        b, (height, width) = features.shape[0], size
+        gh, gw = features.shape[-2:]
         dtype, dev = features.dtype, features.device
         uv = [normalized_view_plane_uv(gw << i, gh << i, width / height, dtype, dev).permute(2, 0, 1)
               .expand(b, -1, -1, -1) for i in range(len(self.neck.input_blocks))]  # (B,2,gh*2^i,gw*2^i)
