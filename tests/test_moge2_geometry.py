@@ -484,3 +484,23 @@ def test_shared_pass_is_official_infer_at_ppd_grid(model, tensors):
         assert torch.equal(geo[key], ref[key]), key
     with pytest.raises(InputError, match="multiples of 16"):
         semantics_and_geometry(model, img[..., :90, :])
+
+
+# ---------------------------------------------------------------- analytic scenes (no fixtures needed)
+
+@pytest.mark.parametrize("scene", ["box", "sphere", "slanted plane"])
+def test_analytic_metric_scene(scene):
+    """Known camera and metric depth: align_to_metric + unprojection give the truth; junk does not move the fit."""
+    from scenes import metric_alignment
+    clean = metric_alignment(scene, 0.0)
+    for fraction in (0.2, 0.4):
+        r = metric_alignment(scene, fraction)
+        # a, b come back to the float32 rounding of the PPD map (6e-8 of values ~1, times ~1/spread of ppd).
+        assert abs(r["a"] - r["a_true"]) < 1e-5 and abs(r["b"] - r["b_true"]) < 1e-5, r
+        assert abs(r["a"] - clean["a"]) < 1e-5 and abs(r["b"] - clean["b"]) < 1e-5, (r, clean)
+        # The output is float32: 6e-8 rounding plus the a, b error times ppd (<= ~1.2) in log space.
+        assert r["depth_rel_err"] < 2e-6, r
+        # Points of depths <= ~6 m in float32 (ulp 4.8e-7) through K^-1: a few ulp.
+        assert r["centres_point_err_m"] < 1e-5, r
+        # depth2pcd (integer indices) sits exactly half a pixel (0.5·z/f) off the pixel-centre truth.
+        assert r["integer_offset_err_m"] < 1e-5 < r["half_pixel_max_m"], r

@@ -15,6 +15,7 @@ from ...errors import InputError
 from ...geometry import _weighted_line, fit_affine_robust
 
 CLIP_MIN = 1e-3               # metres; the official lower clip of the aligned depth
+TUKEY_C = 4.685               # geometry.fit_affine_robust's biweight cut-off, in robust sigmas
 
 
 def _median(t: Tensor) -> Tensor:
@@ -27,12 +28,25 @@ def _median(t: Tensor) -> Tensor:
 def align_to_metric(ppd_depth: Tensor, metric_depth: Tensor, mask: Tensor) -> Tensor:
     """PPD depth (H,W) -> metres: log(1 + metric) ≈ a·ppd + b on the masked pixels, then expm1, clipped.
 
-    Same branches and clipping as the official `recover_metric_depth_ransac`, with RANSAC replaced by a
-    deterministic equivalent: our robust line (`geometry.fit_affine_robust`), its consensus set by the
-    official inlier rule |residual| <= MAD(log(1 + metric)), and the least-squares refit on that set
-    (RANSAC's final step). Slope <= 0 falls back to exp(ppd·mean(y)/mean(ppd)) - 1; a single usable
-    pixel gives a = 1, b = 0. Output is clipped to [1e-3, max reference depth]. Reference pixels that
-    are not finite or not > 0 (MoGe writes +inf where invalid) are left out of the fit.
+    Same branches and clipping as the official `recover_metric_depth_ransac`; the fit is `fit_log_depth`.
+    Slope <= 0 falls back to exp(ppd·mean(y)/mean(ppd)) - 1. Output is clipped to [1e-3, max reference].
+    """
+    pred, a, b, fallback, top = fit_log_depth(ppd_depth, metric_depth, mask)
+    p = pred.double()
+    metric = torch.expm1(a * p + b) if fallback is None else torch.expm1(p * fallback)
+    return metric.clamp(CLIP_MIN, top).to(torch.float32)
+
+
+def fit_log_depth(ppd_depth: Tensor, metric_depth: Tensor, mask: Tensor
+                  ) -> tuple[Tensor, float, float, float | None, float]:
+    """The official fit, deterministic: (ppd map, a, b, fallback ratio or None, max reference depth).
+
+    RANSAC is replaced by our robust line (`geometry.fit_affine_robust`) and least squares on its inliers
+    (|residual| <= 4.685 robust sigmas, the support of its Tukey weights), as RANSAC ends with least
+    squares on its consensus set; on outlier-free data both are least squares on all pixels. A single
+    usable pixel gives a = 1, b = 0 (the official except-branch); a <= 0 gives the fallback ratio
+    mean(y)/mean(ppd). Reference pixels that are not finite or not > 0 (MoGe writes +inf where invalid)
+    are left out.
     """
     pred = _as_map(ppd_depth, "ppd_depth")
     ref = _as_map(metric_depth, "metric_depth").to(pred.device)
@@ -53,14 +67,11 @@ def align_to_metric(ppd_depth: Tensor, metric_depth: Tensor, mask: Tensor) -> Te
     a, b = 1.0, 0.0
     if x.numel() >= 2:
         a, b = fit_affine_robust(x, y)
-        inliers = ((y - (a * x + b)).abs() <= _median((y - _median(y)).abs())).double()
-        a, b = _weighted_line(x, y, inliers) or (a, b)
-    p = pred.double()
-    if a > 0:
-        metric = torch.expm1(a * p + b)
-    else:
-        metric = torch.expm1(p * (y.mean() / x.mean()))
-    return metric.clamp(CLIP_MIN, float(ref[usable].max())).to(torch.float32)
+        r = (y - (a * x + b)).abs()
+        band = max(TUKEY_C * 1.4826 * float(_median(r)), 1e-9 * (1 + float(y.abs().max())))
+        a, b = _weighted_line(x, y, (r <= band).double()) or (a, b)
+    fallback = None if a > 0 else float(y.mean() / x.mean())
+    return pred, a, b, fallback, float(ref[usable].max())
 
 
 def intrinsics_to_pixels(intrinsics: Tensor, height: int, width: int) -> Tensor:
