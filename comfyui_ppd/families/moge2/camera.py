@@ -8,7 +8,7 @@ official ones to float rounding; no scipy at run time.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -118,7 +118,7 @@ def _lmpar_1d(jnorm: float, jtf: float, d: float, delta: float, par: float) -> t
         s2 = jnorm ** 2 + par * d * d                       # sdiag^2 of [R; sqrt(par) D]
         x = jtf / s2
         dxnorm, prev, fp = abs(d * x), fp, abs(d * x) - delta
-        if abs(fp) <= 0.1 * delta or (parl == 0 and fp <= prev and prev < 0) or it == 10:
+        if abs(fp) <= 0.1 * delta or (parl == 0 and fp <= prev < 0) or it == 10:
             return par, -x
         parc = (fp / delta) / (d * d / s2)
         if fp > 0:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +26,7 @@ class ConvStackConfig:
     dim_in: tuple[int, ...]
     dim_res_blocks: tuple[int, ...]
     num_res_blocks: tuple[int, ...]
-    dim_out: tuple[Optional[int], ...]
+    dim_out: tuple[int | None, ...]
     resamplers: tuple[str, ...]              # "conv_transpose" or "bilinear", between consecutive levels
 
 
@@ -98,7 +97,7 @@ class MoGe2Config:
     neck: ConvStackConfig
     points_head: ConvStackConfig
     mask_head: ConvStackConfig
-    normal_head: Optional[ConvStackConfig]
+    normal_head: ConvStackConfig | None
     scale_head: tuple[int, ...]
     num_tokens_range: tuple[int, int] = (1200, 3600)
 
