@@ -374,7 +374,7 @@ def test_depth2pcd_and_sor(tensors):
 
 def test_full_size_moge2_builds_on_meta_and_loads_strictly(fx):
     spec = json.loads((fx / "real_checkpoint_shapes.json").read_text())["moge2_vitl_normal_model_pt"]
-    config = json.loads((fx.parent / "parity" / "moge2_vitl_model_config.json").read_text())["model_config"]
+    config = json.loads((shared_fixture("parity") / "moge2_vitl_model_config.json").read_text())["model_config"]
     sd = {k: torch.empty(shape, device="meta") for k, shape in spec["keys"].items()}
     assert len(sd) == spec["num_keys"] == 521
     for metadata in ({"model_config": config}, {}):            # with the stored config, and from shapes alone
