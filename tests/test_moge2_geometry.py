@@ -17,8 +17,8 @@ from safetensors.torch import load_file
 
 from comfyui_ppd import CheckpointError, InputError, align_to_metric, load_geometry_model
 from comfyui_ppd.checkpoints import Checkpoint
-from comfyui_ppd.families.moge2 import (build_moge2, intrinsics_to_pixels, load_moge2, statistical_outlier_filter,
-                                        token_grid, unproject_pixels)
+from comfyui_ppd.families.moge2 import (build_moge2, intrinsics_to_pixels, load_moge2, metric_point_cloud,
+                                        statistical_outlier_filter, token_grid, unproject_pixels)
 from comfyui_ppd.families.moge2.camera import (focal_shift_from_samples, normalized_view_plane_uv,
                                               recover_focal_shift, solver_samples)
 from comfyui_ppd.families.moge2.camera import unproject_centres
@@ -354,6 +354,11 @@ def test_point_cloud_chain(tensors):
     check("chain.points", unproject_pixels(a["chain.metric_depth"], k, mask), a["chain.points"], PCD)
     # End to end from our own metric depth (within ALIGN of the official one).
     check("chain.points (ours)", unproject_pixels(metric, k, mask), a["chain.points"], (0.0, 2e-5))
+    # The whole chain in one call, from our own metric depth: same kept set, points within 2e-5 relative.
+    pts, colors = metric_point_cloud(a["chain.pred"], depth, mask, large["A_default.intrinsics"][0],
+                                     tensors("moge2_tiny_cases_small")["img.A.rgb_u8"])
+    check("chain.points_written (one call)", opencv_to_gltf(pts), a["chain.points_written"], (0.0, 2e-5))
+    assert colors.shape == (len(pts), 3) and colors.dtype == torch.float32
     kept = statistical_outlier_filter(a["chain.points"])
     check("chain.sor_kept_index", kept, a["chain.sor_kept_index"], EXACT)
     check("chain.points_written", opencv_to_gltf(a["chain.points"][kept]), a["chain.points_written"], PCD)

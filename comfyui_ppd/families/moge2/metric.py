@@ -145,3 +145,26 @@ def _as_map(t: Tensor, name: str) -> Tensor:
     if t.ndim != 2:
         raise InputError(f"{name} must be one (H,W) map, got shape {tuple(t.shape)}; pass one image at a time.")
     return t
+
+
+def metric_point_cloud(ppd_depth: Tensor, metric_depth: Tensor, mask: Tensor, intrinsics: Tensor,
+                       image: Tensor | None = None, *, outlier_filter: bool = True) -> tuple[Tensor, Tensor | None]:
+    """run_point_cloud.py after MoGe for one image: align, K to pixels, depth2pcd, outlier filter.
+
+    ppd_depth, metric_depth, mask (H,W) on the same grid; intrinsics (3,3) normalised (MoGe's); image
+    (H,W,3) in [0,1] or uint8 for colours. Returns (N,3) float64 points in the OpenCV frame (the PLY
+    writer flips y and z) and (N,3) float32 colours (or None), masked pixels in row-major order.
+    """
+    metric = align_to_metric(ppd_depth, metric_depth, mask)
+    m = _as_map(mask, "mask").to(metric.device).bool()
+    points = unproject_pixels(metric, intrinsics_to_pixels(intrinsics, *metric.shape), m)
+    colors = None
+    if image is not None:
+        img = torch.as_tensor(image).to(metric.device)
+        if img.shape[:2] != metric.shape or img.ndim != 3:
+            raise InputError(f"image {tuple(img.shape)} must be (H,W,3) on the depth grid {tuple(metric.shape)}.")
+        colors = (img.float() / 255 if img.dtype == torch.uint8 else img.float())[m][:, :3]
+    if outlier_filter:
+        keep = statistical_outlier_filter(points)
+        points, colors = points[keep], (colors[keep] if colors is not None else None)
+    return points, colors
