@@ -118,9 +118,55 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    print(f"{HEIGHT}x{WIDTH} px, horizontal FOV {FOV_DEG:g} deg, wall at {WALL_Z:g} m")
-    print(format_table(blur_table()))
+def metric_alignment(scene: str = "sphere", outlier_fraction: float = 0.2, seed: int = 0) -> dict:
+    """A known camera and metric depth through align_to_metric + unprojection, against the truth.
+
+    PPD's depth is ``to_ppd(truth)`` (exactly affine in log(1+d)); the reference is the true depth with
+    ``outlier_fraction`` of the pixels replaced by U(0.1, 50) m junk that stays inside the mask. The camera
+    is given as MoGe's normalised intrinsics (fx/W, fy/H, cx = cy = 0.5).
+    """
+    from comfyui_ppd import align_to_metric
+    from comfyui_ppd.families.moge2 import intrinsics_to_pixels, unproject_pixels
+    from comfyui_ppd.families.moge2.camera import unproject_centres
+    from comfyui_ppd.families.moge2.metric import fit_log_depth
+
+    truth = SCENES[scene]()                                                  # (H, W) float64 metres
+    log_d = torch.log1p(truth)
+    lo, hi = torch.quantile(log_d.flatten(), torch.tensor([0.02, 0.98], dtype=torch.float64))
+    ppd = to_ppd(truth)
+    gen = torch.Generator().manual_seed(seed)
+    junk = torch.rand(truth.shape, generator=gen, dtype=torch.float64) < outlier_fraction
+    reference = torch.where(junk, 0.1 + 49.9 * torch.rand(truth.shape, generator=gen, dtype=torch.float64), truth)
+    mask = torch.ones_like(truth, dtype=torch.bool)
+    _, a, b, _, _ = fit_log_depth(ppd, reference.float(), mask)
+    metric = align_to_metric(ppd, reference.float(), mask)
+    f = focal()
+    k_norm = torch.tensor([[f / WIDTH, 0, 0.5], [0, f / HEIGHT, 0.5], [0, 0, 1]], dtype=torch.float32)
+    points_true = rays() * truth[..., None]                                  # pixel centres, float64
+    centres = unproject_centres(metric[None], k_norm[None])[0].double()
+    integer = unproject_pixels(metric, intrinsics_to_pixels(k_norm, HEIGHT, WIDTH), mask).view(HEIGHT, WIDTH, 3)
+    half_pixel = 0.5 * truth / f                                             # depth2pcd's offset: j vs j + 0.5
+    shift = (points_true[..., :2] - integer[..., :2]) - half_pixel[..., None]
+    # The PPD map is float32: its rounding (6e-8 of values ~1) bounds how well a and b can come back.
+    return {"scene": scene, "outliers": outlier_fraction, "a": a, "a_true": float(hi - lo), "b": b,
+            "b_true": float(lo), "depth_rel_err": float(((metric.double() - truth) / truth).abs().max()),
+            "centres_point_err_m": float((centres - points_true).norm(dim=-1).max()),
+            "integer_offset_err_m": float(shift.abs().max()), "half_pixel_max_m": float(half_pixel.max())}
+
+
+def format_metric_table(rows: list[dict]) -> str:
+    """Markdown table of ``metric_alignment`` rows."""
+    lines = ["| scene | outliers in reference | a true | abs(a - a true) | abs(b - b true) | max depth rel. err "
+             "| max point err, centres (m) | depth2pcd: offset - 0.5 px (m) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['scene']} | {100 * r['outliers']:.0f}% | {r['a_true']:.4f} "
+                     f"| {abs(r['a'] - r['a_true']):.1e} "
+                     f"| {abs(r['b'] - r['b_true']):.1e} | {r['depth_rel_err']:.1e} "
+                     f"| {r['centres_point_err_m']:.1e} | {r['integer_offset_err_m']:.1e} |")
+    return "\n".join(lines)
+
+
 
 
 # --- a textured room for the example inputs and the video (flicker) tests -----------------------
@@ -212,3 +258,10 @@ def write_example_clip(path: str, frames: int = 24, height: int = 192, width: in
         for rgb in clip:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
         container.mux(stream.encode())
+
+
+if __name__ == "__main__":
+    print(f"{HEIGHT}x{WIDTH} px, horizontal FOV {FOV_DEG:g} deg, wall at {WALL_Z:g} m")
+    print(format_table(blur_table()))
+    print()
+    print(format_metric_table([metric_alignment(s, o) for s in SCENES for o in (0.0, 0.2, 0.4)]))
