@@ -366,10 +366,11 @@ def test_point_cloud_chain(tensors):
     # End to end from our own metric depth (within ALIGN of the official one).
     check("chain.points (ours)", unproject_pixels(metric, k, mask), a["chain.points"], (0.0, 2e-5))
     # The whole chain in one call, from our own metric depth: same kept set, points within 2e-5 relative.
-    pts, colors = metric_point_cloud(a["chain.pred"], depth, mask, large["A_default.intrinsics"][0],
-                                     tensors("moge2_tiny_cases_small")["img.A.rgb_u8"])
+    pts, colors, pixels = metric_point_cloud(a["chain.pred"], depth, mask, large["A_default.intrinsics"][0],
+                                             tensors("moge2_tiny_cases_small")["img.A.rgb_u8"])
     check("chain.points_written (one call)", opencv_to_gltf(pts), a["chain.points_written"], (0.0, 2e-5))
     assert colors.shape == (len(pts), 3) and colors.dtype == torch.float32
+    assert torch.equal(pixels, mask.nonzero()[a["chain.sor_kept_index"].long()])
     kept = statistical_outlier_filter(a["chain.points"])
     check("chain.sor_kept_index", kept, a["chain.sor_kept_index"], EXACT)
     check("chain.points_written", opencv_to_gltf(a["chain.points"][kept]), a["chain.points_written"], PCD)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ...align import fit_affine, fit_affine_robust
@@ -134,6 +135,54 @@ def statistical_outlier_filter(points: Tensor, neighbours: int = 20, std_ratio: 
     return ((d > 0) & (d < mean + std_ratio * std)).nonzero().squeeze(1)
 
 
+def window_outlier_filter(points: Tensor, valid: Tensor, neighbours: int = 20, std_ratio: float = 3.0,
+                          window: int = 9, rows_per_chunk: int = 64) -> Tensor:
+    """(H,W) keep-mask: `statistical_outlier_filter` with each pixel's neighbours searched only in the
+    `window` x `window` image patch around it, O(N·window²) instead of O(N²).
+
+    points (H,W,3) on the depth grid, valid (H,W) bool. A depth map's 3-D neighbours are its image
+    neighbours except across occlusions, where the exact search may find a nearer point elsewhere: there
+    d_i can only be larger here (fewer candidates), so the approximation removes at least the points the
+    exact filter removes near such edges. Pixels with fewer than `neighbours` valid candidates average
+    over those they have (d_i = 0 alone, which the rule drops as Open3D drops isolated points).
+    """
+    pts = torch.as_tensor(points)
+    v = torch.as_tensor(valid).to(pts.device).bool()
+    if pts.ndim != 3 or pts.shape[-1] != 3 or v.shape != pts.shape[:2]:
+        raise InputError(f"window_outlier_filter: expected points (H,W,3) and valid (H,W), got "
+                         f"{tuple(pts.shape)} and {tuple(v.shape)}.")
+    if not (isinstance(window, int) and window >= 3 and window % 2 == 1):
+        raise InputError(f"window {window!r} must be an odd whole number >= 3 (9 is the default).")
+    if not torch.isfinite(pts[v]).all():
+        raise InputError("window_outlier_filter: valid pixels have non-finite points; mask them out.")
+    h, w, r = v.shape[0], v.shape[1], window // 2
+    grid = torch.where(v[..., None], pts, 0.0).permute(2, 0, 1)[None]                  # (1,3,H,W)
+    ok = v[None, None].to(pts.dtype)
+    grid, ok = F.pad(grid, (r, r, r, r)), F.pad(ok, (r, r, r, r))
+    d = torch.zeros(h, w, dtype=torch.float64, device=pts.device)
+    for top in range(0, h, rows_per_chunk):
+        rows = min(rows_per_chunk, h - top)
+        slab, slab_ok = grid[:, :, top:top + rows + 2 * r], ok[:, :, top:top + rows + 2 * r]
+        cand = F.unfold(slab, window).view(3, window * window, rows * w)                # (3, K², n)
+        cand_ok = F.unfold(slab_ok, window).view(window * window, rows * w) > 0.5
+        centre = cand[:, (window * window) // 2][:, None]                                # (3, 1, n)
+        dist = ((cand - centre) ** 2).sum(0).sqrt()
+        dist = torch.where(cand_ok, dist, torch.inf)                                     # (K², n)
+        k = min(neighbours, window * window)
+        near = dist.topk(k, dim=0, largest=False).values
+        finite = torch.isfinite(near)
+        mean = torch.where(finite, near, 0.0).sum(0) / finite.sum(0).clamp_min(1)
+        d[top:top + rows] = mean.view(rows, w).double()
+    dv = d[v]
+    n = dv.numel()
+    if n < 2:
+        return v.clone()
+    pos = dv > 0
+    mean = dv[pos].sum() / n
+    std = math.sqrt(float(((dv[pos] - mean) ** 2).sum()) / (n - 1))
+    return v & (d > 0) & (d < mean + std_ratio * std)
+
+
 def _check_intrinsics(k: Tensor) -> None:
     if not torch.isfinite(k).all() or k[0, 0] <= 0 or k[1, 1] <= 0:
         raise InputError(f"the camera intrinsics are not usable (focal lengths must be finite and > 0): "
@@ -149,24 +198,38 @@ def _as_map(t: Tensor, name: str) -> Tensor:
     return t
 
 
+OUTLIER_FILTERS = ("window", "exact", "off")
+
+
 def metric_point_cloud(ppd_depth: Tensor, metric_depth: Tensor, mask: Tensor, intrinsics: Tensor,
-                       image: Tensor | None = None, *, outlier_filter: bool = True) -> tuple[Tensor, Tensor | None]:
+                       image: Tensor | None = None, *, outlier_filter: str = "exact"
+                       ) -> tuple[Tensor, Tensor | None, Tensor]:
     """run_point_cloud.py after MoGe for one image: align, K to pixels, depth2pcd, outlier filter.
 
     ppd_depth, metric_depth, mask (H,W) on the same grid; intrinsics (3,3) normalised (MoGe's); image
-    (H,W,3) in [0,1] or uint8 for colours. Returns (N,3) float64 points in the OpenCV frame (the PLY
-    writer flips y and z) and (N,3) float32 colours (or None), masked pixels in row-major order.
+    (H,W,3) in [0,1] or uint8 for colours. `outlier_filter`: "exact" (Open3D's all-pairs kNN, O(N^2)),
+    "window" (`window_outlier_filter`, neighbours from a 9x9 image window) or "off". Returns (N,3) float64
+    points in the OpenCV frame (the PLY writer flips y and z, as the official script), (N,3) float32
+    colours (or None) and the (N,2) (row, col) pixel of each point, masked pixels in row-major order.
     """
+    if outlier_filter not in OUTLIER_FILTERS:
+        raise InputError(f"outlier_filter {outlier_filter!r}: choose one of {OUTLIER_FILTERS}.")
     metric = align_to_metric(ppd_depth, metric_depth, mask)
     m = _as_map(mask, "mask").to(metric.device).bool()
     points = unproject_pixels(metric, intrinsics_to_pixels(intrinsics, *metric.shape), m)
+    pixels = m.nonzero()
     colors = None
     if image is not None:
         img = torch.as_tensor(image).to(metric.device)
         if img.shape[:2] != metric.shape or img.ndim != 3:
             raise InputError(f"image {tuple(img.shape)} must be (H,W,3) on the depth grid {tuple(metric.shape)}.")
         colors = (img.float() / 255 if img.dtype == torch.uint8 else img.float())[m][:, :3]
-    if outlier_filter:
+    if outlier_filter == "exact":
         keep = statistical_outlier_filter(points)
-        points, colors = points[keep], (colors[keep] if colors is not None else None)
-    return points, colors
+    elif outlier_filter == "window":
+        grid = points.new_zeros(*metric.shape, 3)
+        grid[m] = points
+        keep = window_outlier_filter(grid, m)[m].nonzero().squeeze(1)
+    else:
+        keep = torch.arange(points.shape[0], device=points.device)
+    return points[keep], (colors[keep] if colors is not None else None), pixels[keep]
