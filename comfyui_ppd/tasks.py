@@ -124,13 +124,13 @@ def normal_image(normal: Tensor, convention: str = next(iter(NORMAL_CONVENTIONS)
 
 
 def geometry_reference(depth: Tensor, mask: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
-    """MoGe-2 metric depth and validity (H,W) resized nearest to `size` (the PPD depth's grid)."""
+    """MoGe-2 metric depth and mask (H,W) resized nearest to `size` (the PPD depth's grid); align_to_metric
+    leaves out the masked pixels whose depth is not finite and positive."""
     d = torch.as_tensor(depth).float().reshape(1, 1, *depth.shape[-2:])
     m = torch.as_tensor(mask).float().reshape(1, 1, *mask.shape[-2:])
     if tuple(d.shape[-2:]) != tuple(size):
         d, m = imaging.resize_depth(d, size, "nearest"), imaging.resize_depth(m, size, "nearest")
-    d, valid = d[0, 0], m[0, 0] > 0.5
-    return d, valid & torch.isfinite(d) & (d > 0)
+    return d[0, 0], m[0, 0] > 0.5
 
 
 def metric_geometry_cloud(ppd_depth: Tensor, reference: Tensor, reference_mask: Tensor, intrinsics: Tensor, *,
