@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from . import align_to_metric, geometry, imaging, load_dit, load_semantic_encoder, metrics
+from . import align_to_metric, geometry, imaging, load_dit, load_geometry_model, load_semantic_encoder, metrics
 from .checkpoints import Source
 from .errors import InputError
 from .families.moge2 import MoGe2Model, metric_point_cloud, window_outlier_filter
@@ -103,6 +103,17 @@ NORMAL_CONVENTIONS = {
     "ControlNet NormalBae (R left, G up, B toward camera)": (-1.0, -1.0, -1.0),
     "OpenGL (R right, G up, B toward camera)": (1.0, -1.0, -1.0),
 }
+
+
+def load_geometry(source: Source, *, device: torch.device | str = "cpu") -> MoGe2Model:
+    """The complete MoGe-2 model (float32, as the official default on the CPU) for metric geometry."""
+    return load_geometry_model(source, device=device)
+
+
+def save_normals(normal: Tensor, path: str | os.PathLike, *, convention: str = next(iter(NORMAL_CONVENTIONS)),
+                 overwrite: bool = False) -> Path:
+    """One normal map (H,W,3) as an 8-bit RGB PNG in `convention` (NormalBae by default)."""
+    return images.write_png8_rgb(path, normal_image(normal.cpu(), convention).numpy(), overwrite=overwrite)
 
 
 def estimate_geometry(model: MoGe2Model, image: Tensor, *, resolution_level: float = 9, fov_x: float | None = None,
