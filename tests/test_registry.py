@@ -96,4 +96,3 @@ def test_tiny_moge2_files_are_told_apart_from_every_other_family():
     assert names(moge1)[0] == "moge1"
     for other in (tiny_dit_state_dict(), tiny_da2_state_dict(), tiny_moge_checkpoint()["model"], tiny_video_dit()):
         assert not {"moge2_geometry", "moge1"} & set(names(other))
-    assert "MoGe-1" in _error(load_semantic_encoder, moge1)
