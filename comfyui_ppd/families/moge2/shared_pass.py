@@ -2,8 +2,9 @@
 
 Not the official result: the geometry comes from PPD's token grid (H/16 x W/16 of the preprocessed image,
 48x64 = 3072 tokens at 768x1024) instead of MoGe's own (~3600 tokens, 51x69 for 4:3), and from the image
-PPD already resized. Measured (CPU): it saves MoGe's own backbone pass, 3.38 of the 7.13 TFLOP that PPD's
-semantics plus official MoGe-2 cost per 768x1024 image at full size (FLOP count on `meta`); on the tiny
+PPD already resized. Measured: PPD's semantics plus official MoGe-2 cost 7.13 TFLOP per 768x1024 image at full
+size, the shared pass 3.64 (MoGe's own 3.38 TFLOP backbone pass saved, heads on the smaller grid; FlopCounterMode
+on `meta`); on the tiny
 fixture model its depth differs from the official default by a median 19-22 % (that random model is very
 resolution-sensitive; the real model's difference could not be measured here) and by 1-4 % from the
 official result at the same grid (the double resize). Hence opt-in, never the default.
