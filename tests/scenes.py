@@ -2,7 +2,8 @@
 
 Every scene is ray-cast exactly through the pixel centres (u + 0.5, v + 0.5) of a pinhole camera
 with the principal point at the image centre, the convention of ``comfyui_ppd.geometry``. Depth is
-the z coordinate (metres, OpenCV frame). ``python -m tests.scenes`` prints the blur table.
+the z coordinate (metres, OpenCV frame). ``python -m tests.scenes`` prints the blur table, the metric
+alignment table and the outlier-filter table (README).
 """
 from __future__ import annotations
 
