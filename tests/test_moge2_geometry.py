@@ -525,3 +525,37 @@ def test_analytic_metric_scene(scene):
         assert r["centres_point_err_m"] < 1e-5, r
         # depth2pcd (integer indices) sits exactly half a pixel (0.5·z/f) off the pixel-centre truth.
         assert r["integer_offset_err_m"] < 1e-5 < r["half_pixel_max_m"], r
+
+
+# ---------------------------------------------------------------- the windowed outlier filter
+
+def _keep_mask(kept: torch.Tensor, shape: tuple) -> torch.Tensor:
+    mask = torch.zeros(shape[0] * shape[1], dtype=torch.bool)
+    mask[kept] = True
+    return mask.view(shape)
+
+
+@pytest.mark.parametrize("scene", ["box", "sphere"])
+def test_window_filter_agrees_with_the_exact_filter_on_depth_maps(scene):
+    """A depth map's 3-D neighbours are its image neighbours: the 9x9 window gives Open3D's kept set, up to a
+    few pixels at occlusion edges, where it can only remove more (fewer candidates, larger mean distance)."""
+    from comfyui_ppd.families.moge2 import window_outlier_filter
+    from scenes import SCENES, rays
+    points = rays() * SCENES[scene]()[..., None]                               # (96,128,3) float64
+    exact = _keep_mask(statistical_outlier_filter(points.reshape(-1, 3)), points.shape[:2])
+    window = window_outlier_filter(points, torch.ones(points.shape[:2], dtype=torch.bool))
+    differ = int((window != exact).sum())
+    assert differ <= 0.001 * exact.numel(), differ                            # measured: box 0, sphere 8 of 12288
+
+
+def test_window_filter_removes_flying_pixels_of_blurred_depth():
+    from comfyui_ppd.families.moge2 import window_outlier_filter
+    from comfyui_ppd.metrics import flying_pixel_ratio
+    from scenes import box_scene, focal, gaussian_blur, rays
+    depth = gaussian_blur(box_scene(), 2.0)
+    keep = window_outlier_filter(rays() * depth[..., None], torch.ones(depth.shape, dtype=torch.bool))
+    flying = flying_pixel_ratio(depth.float(), focal())["flying_mask"]
+    assert flying.sum() > 100 and (flying & keep).sum() < 0.5 * flying.sum()  # most flying pixels go
+    assert (~keep & ~flying).sum() == 0                                        # and nothing else
+    with pytest.raises(InputError, match="odd whole number"):
+        window_outlier_filter(rays(), torch.ones(96, 128, dtype=torch.bool), window=4)
