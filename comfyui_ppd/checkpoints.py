@@ -13,14 +13,13 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import safe_open
 from torch import Tensor, nn
 
 from .errors import CheckpointError
+from .filecheck import check_model_file, loader_reason, redownload_hint
 
 Source = str | Path | Mapping
-TRUNCATED = "The download is probably truncated or corrupted: delete it and download it again."
 DOWNLOAD_HINT = ("Download the official files with `python -m comfyui_ppd download` or see the model "
                  "table in the README.")
 
@@ -37,9 +36,9 @@ def read_checkpoint(source: Source) -> Checkpoint:
     if isinstance(source, Mapping):
         return _unwrap(dict(source), {}, "<state dict>")
     path = Path(source).expanduser()
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(path, "a checkpoint file", "no such file", DOWNLOAD_HINT)
-    if path.suffix.lower() in (".safetensors", ".sft"):
+    if check_model_file(path) == "safetensors":        # HTML page, LFS pointer, empty, truncated: named here
         return _read_safetensors(path)
     return _read_torch(path)
 
@@ -49,9 +48,9 @@ def _read_safetensors(path: Path) -> Checkpoint:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = dict(f.metadata() or {})
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(path, "a readable safetensors file", f"a damaged file ({e})",
-                              TRUNCATED) from e
+    except Exception as e:  # noqa: BLE001 - whatever safetensors raises, the user gets one clear sentence
+        raise CheckpointError(path, "a readable safetensors file", f"a damaged file ({loader_reason(e)})",
+                              "The download is probably truncated or corrupted. " + redownload_hint(path)) from None
     if "model_config" in metadata:
         metadata["model_config"] = json.loads(metadata["model_config"])
     return _unwrap(tensors, metadata, str(path))
@@ -61,13 +60,16 @@ def _read_torch(path: Path) -> Checkpoint:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as e:
+        if "global" not in str(e).lower():                 # a damaged pickle, not one that imports code
+            raise CheckpointError(path, "a complete PyTorch checkpoint", f"a damaged file ({loader_reason(e)})",
+                                  "The download is probably truncated or corrupted. " + redownload_hint(path)) from None
         raise CheckpointError(path, "plain tensors (a weights-only loadable checkpoint)",
-                              f"a pickle that needs code to load ({str(e).splitlines()[0][:200]})",
+                              f"a pickle that needs code to load ({loader_reason(e)})",
                               "For safety this pack never runs code from model files. Use the official "
-                              "release file, or convert it on a trusted machine to .safetensors.") from e
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
-        raise CheckpointError(path, "a complete PyTorch checkpoint", f"an unreadable file ({str(e)[:200]})",
-                              TRUNCATED) from e
+                              "release file, or convert it on a trusted machine to .safetensors.") from None
+    except Exception as e:  # noqa: BLE001 - torch raises many types (IndexError on text); never show them raw
+        raise CheckpointError(path, "a complete PyTorch checkpoint", f"an unreadable file ({loader_reason(e)})",
+                              "The download is probably truncated or corrupted. " + redownload_hint(path)) from None
     if not isinstance(obj, Mapping):
         raise CheckpointError(path, "a dict of tensors", f"a {type(obj).__name__}", DOWNLOAD_HINT)
     return _unwrap(dict(obj), {}, str(path))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .catalogue import OFFICIAL_FILES, ModelFile
 from .errors import PPDError
+from .filecheck import looks_like_html
 from .progress import ConsoleProgress
 
 _USER_AGENT = "comfyui-ppd (urllib)"
@@ -25,6 +26,10 @@ _USER_AGENT = "comfyui-ppd (urllib)"
 
 class _Interrupted(Exception):
     """The stream ended before Content-Length was reached; the .part file holds what arrived."""
+
+
+class _WebPage(Exception):
+    """The server sent a web page (HTML) instead of the file: a login, error or confirmation page."""
 
 
 _NETWORK_ERRORS = (urllib.error.URLError, TimeoutError, ConnectionError)
@@ -86,13 +91,18 @@ def _fetch_once(url: str, part: Path, label: str, progress: bool, timeout: float
             length = resp.headers.get("Content-Length")
             offset, total, mode = 0, (int(length) if length else None), "wb"
         done = offset
+        first = _read(resp, chunk, done)
+        if resp.headers.get_content_type() == "text/html" or (mode == "wb" and looks_like_html(first[:4096])):
+            raise _WebPage(resp.headers.get("Content-Type") or "HTML")
         bar = ConsoleProgress(label, progress, bytes=True, start=done, every=0.2)
         with open(part, mode) as out:
             try:
-                while block := _read(resp, chunk, done):
+                block = first
+                while block:
                     out.write(block)
                     done += len(block)
                     bar(done, total)
+                    block = _read(resp, chunk, done)
             finally:
                 bar(done, total, final=True)
     if total is not None and done != total:
@@ -114,6 +124,9 @@ def _fetch(url: str, dest: Path, progress: bool, timeout: float, chunk: int) -> 
             reason = "the server's answer did not match the partial file"
         except _Interrupted as err:
             reason = str(err)
+        except _WebPage as err:
+            part.unlink(missing_ok=True)          # nothing of a web page is kept, not even a partial file
+            raise _web_page_error(url, dest, str(err)) from None
         stalls = 0 if _size(part) > before else stalls + 1
         if stalls >= _MAX_STALLS:
             break
@@ -121,6 +134,16 @@ def _fetch(url: str, dest: Path, progress: bool, timeout: float, chunk: int) -> 
             sys.stderr.write(f"{dest.name}: {reason}; retrying\n")
     raise PPDError(f"Downloading {url} to {dest} failed: {reason}. "
                    f"The partial file {part} is kept; run again to resume.")
+
+
+def _web_page_error(url: str, dest: Path, content_type: str) -> PPDError:
+    """The refusal of an HTML answer: what came, that nothing was saved, how to get the real file."""
+    gdrive = "drive.google.com" in url or "drive.usercontent.google.com" in url
+    how = ("Google Drive shows a \"can't scan this file for viruses\" page for large files: open the link in "
+           "a browser, confirm with \"Download anyway\"" if gdrive else
+           "The file may have moved or need a login: open the URL in a browser, download the file")
+    return PPDError(f"Downloading {url} failed: the server sent a web page ({content_type}) instead of the "
+                    f"model file, so nothing was saved to {dest}. {how} and save it as {dest}.")
 
 
 def _http_error(err: urllib.error.HTTPError, url: str, dest: Path) -> PPDError:

@@ -40,6 +40,15 @@ def _handler(state: _Server):
                 self.send_header("Location", "/file")
                 self.end_headers()
                 return
+            if self.path in ("/page", "/disguised-page"):   # a web page where the file should be
+                body = b"<!DOCTYPE html><html><head><title>Sign in</title></head><body>Log in</body></html>"
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8" if self.path == "/page"
+                                 else "application/octet-stream")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
             if self.path != "/file":
                 self.send_error(404)
                 return
@@ -177,6 +186,20 @@ def test_http_error_names_url_and_target(server, tmp_path):
     with pytest.raises(PPDError, match="HTTP 404") as err:
         dl.download(server.url + "/missing", tmp_path / "x.pth", progress=False)
     assert server.url + "/missing" in str(err.value) and str(tmp_path / "x.pth") in str(err.value)
+
+
+@pytest.mark.parametrize("path,sent", [("/page", "text/html; charset=utf-8"),
+                                       ("/disguised-page", "application/octet-stream")])
+def test_web_page_is_refused_and_nothing_is_left(server, tmp_path, path, sent):
+    """An HTML answer (by Content-Type, or by a body that starts like HTML) is never saved as the model."""
+    dest = tmp_path / "m" / "ppd.pth"
+    with pytest.raises(PPDError) as err:
+        dl.download(server.url + path, dest, progress=False)
+    msg = str(err.value)
+    assert f"the server sent a web page ({sent}) instead of the model file" in msg
+    assert "nothing was saved" in msg and f"save it as {dest}" in msg and server.url + path in msg
+    assert not dest.exists() and not dest.with_name("ppd.pth.part").exists()
+    assert len(server.requests) == 1                  # refused at once, not retried
 
 
 def test_progress_bar_on_stderr(server, tmp_path, capsys):

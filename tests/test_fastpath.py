@@ -1,6 +1,7 @@
-"""Fast paths agree with the float32 eager path (which equals the parity fixtures to 2e-5).
+"""Fast paths agree with the float32 eager path (which equals the parity fixtures, see tolerances.py).
 
-compile: 1e-3 (it matches to ~1e-6). Half precision cannot reach 1e-3: the DiT output itself is rounded
+compile: 1e-4, the fixtures README's DiT tolerance for "other device / op order" (inductor fuses ops and
+reorders reductions; measured ~1e-6 here). Half precision cannot reach that: the DiT output itself is rounded
 to the half dtype, whose spacing at the fixtures' |v| ~ 1.6 is 7.8e-3 (bf16) and 9.8e-4 (fp16); there
 we require at most 4 such spacings.
 """
@@ -10,6 +11,7 @@ import warnings
 
 import pytest
 import torch
+from tolerances import END_TO_END_TOL
 
 from comfyui_ppd import load_dit, load_semantic_encoder, runtime
 from comfyui_ppd.bench import MemoryMeter, measure
@@ -17,7 +19,7 @@ from comfyui_ppd.families.ppd.dit import Attention
 from comfyui_ppd.nn.dinov2 import Attention as ViTAttention
 from comfyui_ppd.nn.layers import rope_2d_tables
 
-FAST_TOL = 1e-3
+FAST_TOL = 1e-4
 SPACING_AT_2 = {torch.bfloat16: 2 ** -7, torch.float16: 2 ** -10}     # distance between values in [1, 2)
 
 
@@ -44,7 +46,7 @@ def test_compiled_dit_matches_eager(parity, cases):
     assert err(out, eager) < FAST_TOL                 # holds on the eager fallback as well
     if not runtime.is_compiled(dit):
         pytest.skip(f"torch.compile cannot run here, fell back to eager: {[str(w.message) for w in caught]}")
-    assert err(out, ref) < 2e-5
+    assert err(out, ref) < END_TO_END_TOL             # this machine's own timestep features, end to end
 
 
 def test_compile_failure_falls_back_to_eager(parity, cases, monkeypatch):
@@ -59,11 +61,11 @@ def test_compile_failure_falls_back_to_eager(parity, cases, monkeypatch):
     with pytest.warns(RuntimeWarning, match="running them eagerly.*no C\\+\\+ compiler"), torch.inference_mode():
         out = dit(x, sem, t)
     assert not runtime.is_compiled(dit)
-    assert err(out, ref) < 2e-5
+    assert err(out, ref) < END_TO_END_TOL
     with warnings.catch_warnings():
         warnings.simplefilter("error")                 # later calls stay eager without warning again
         with torch.inference_mode():
-            assert err(dit(x, sem, t), ref) < 2e-5
+            assert err(dit(x, sem, t), ref) < END_TO_END_TOL
 
 
 def test_compile_unavailable_at_setup_falls_back(parity, cases, monkeypatch):
@@ -76,7 +78,7 @@ def test_compile_unavailable_at_setup_falls_back(parity, cases, monkeypatch):
         dit = runtime.compile_blocks(load_dit(parity / "dit_tiny_weights.safetensors"))
     x, sem, t, ref = cases[0]
     with torch.inference_mode():
-        assert err(dit(x, sem, t), ref) < 2e-5
+        assert err(dit(x, sem, t), ref) < END_TO_END_TOL
     assert not runtime.is_compiled(dit)
 
 
@@ -111,7 +113,9 @@ def test_per_row_timesteps_match_shared_timestep(parity, cases):
     with torch.inference_mode():
         shared = dit(x, sem, t)
         per_row = dit(x, sem, t.reshape(1).expand(x.shape[0]))
-    assert err(per_row, shared) < 1e-5 and err(per_row, ref) < 2e-5
+    # Same features, same weights: the fused and unfused LayerNorm-modulate differ only in rounding order,
+    # a few EPS per op on O(1) activations over 4 blocks: 1e-5 (~80 EPS) bounds it.
+    assert err(per_row, shared) < 1e-5 and err(per_row, ref) < END_TO_END_TOL
 
 
 def test_attention_memory_stays_linear_in_tokens():

@@ -53,6 +53,7 @@ def test_moge_intrinsics_normalised_and_pixel_forms_agree(moge):
     f = geo.focal_from_fov(60.0, W)
     normalised = torch.tensor([[[f / W, 0, 0.5], [0, f / H, 0.5], [0, 0, 1]]], dtype=torch.float32)
     packet = {"intrinsics": normalised, "depth": torch.ones(1, H, W)}
+    # float32 intrinsics of a few hundred pixels (focal ~ W): one float32 step there is ~3e-5; 1e-4 ~ 3 steps
     assert torch.allclose(moge.intrinsics(packet, H, W), K(), atol=1e-4)
     # pixel intrinsics of a half-size MoGe grid, used for a full-size depth map
     pixel = torch.tensor([[[f / 2, 0, W / 4], [0, f / 2, H / 4], [0, 0, 1]]], dtype=torch.float32)
@@ -74,6 +75,8 @@ def test_pixel_centres_are_symmetric_about_the_principal_point():
     assert torch.allclose(pts[0, :, 1], -pts[-1, :, 1])
     # pixel 0's centre is half a pixel inside the left image edge, which sits at tan(fov/2)·z
     edge = math.tan(math.radians(scenes.FOV_DEG / 2)) * 2.0
+    # float32 unprojection: a product and a quotient of float32 values, a few EPS (1.2e-7) relative; rel 1e-5
+    # ~ 80 EPS
     assert float(pts[0, 0, 0]) == pytest.approx(-edge * (W - 1) / W, rel=1e-5)
 
 
@@ -81,6 +84,8 @@ def test_unprojected_scene_matches_the_renderers_rays():
     depth = scenes.sphere_scene()
     cloud = geo.depth_to_point_cloud(depth, K())
     expected = (scenes.rays() * depth[..., None]).reshape(-1, 3).float()
+    # both sides float32 rays * depth of a few metres (step ~ 4.8e-7 at 4 m): 1e-5 ~ 20 steps, for the float64
+    # rays rounded to float32
     assert torch.allclose(cloud.points, expected, atol=1e-5)
     rows, cols = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
     assert torch.equal(cloud.pixels, torch.stack([rows, cols], -1).reshape(-1, 2))
@@ -94,6 +99,7 @@ def test_slanted_plane_unprojects_to_that_plane():
     centre = pts.mean(0)
     normal = torch.linalg.svd(pts - centre, full_matrices=False).Vh[-1]
     residual = ((pts - centre) @ normal).abs().max()
+    # float32 points of a few metres (step ~ 4.8e-7): the plane fit residual is a few steps; 1e-5 ~ 20 steps
     assert residual < 1e-5
     assert abs(float(centre @ normal)) == pytest.approx(3.0 * math.cos(tilt), rel=1e-5)
     assert abs(float(normal @ torch.tensor([0.0, -math.sin(tilt), math.cos(tilt)], dtype=torch.float64))) == \
@@ -132,6 +138,7 @@ def test_image_is_resized_to_the_depth_grid():
     big = torch.rand(3 * H, 3 * W, 3, generator=torch.Generator().manual_seed(0))
     footprint_mean = big.reshape(H, 3, W, 3, 3).mean((1, 3))  # each depth pixel covers 3x3 image pixels
     cloud = geo.depth_to_point_cloud(torch.full((H, W), 3.0), K(), big)
+    # box average of 9 values in [0,1): 9 float32 roundings of ~6e-8 each -> <= 5.4e-7; atol 1e-6
     assert torch.allclose(cloud.colors, footprint_mean.reshape(-1, 3), atol=1e-6)
     small = footprint_mean
     as_bytes = (small * 255).round().to(torch.uint8)
@@ -161,6 +168,9 @@ def test_ppd_alignment_ignores_a_corrupted_quarter_of_the_reference():
     reference[:, : W // 4] = 30.0  # e.g. sky filled with MoGe's maximum
     reference[0, 0] = math.inf
     got = geo.metric_depth(scenes.to_ppd(truth), "ppd", reference=reference)
+    # the fit runs in float64 on float32 inputs: their relative step EPS maps back through exp with a gain of
+    # ~3 and the result is rounded to float32 once more: a few EPS (1.2e-7); rtol 1e-4 (~840 EPS) is loose
+    # but far below what a fit pulled by the corrupted quarter would miss by (> 1%)
     assert torch.allclose(got, truth, rtol=1e-4)
 
 
@@ -190,6 +200,8 @@ def test_robust_fit_survives_forty_percent_random_outliers():
     y = 2.5 * x + 0.7 + 0.01 * torch.randn(20000, generator=g)
     y[:8000] = torch.rand(8000, generator=g) * 10 - 5
     a, b = geo.fit_affine_robust(x, y)
+    # statistics, not rounding: 12,000 inliers with noise 0.01 give a slope standard error ~
+    # 0.01*sqrt(12/12000) = 3e-4; 2e-3 is ~6 sigma
     assert a == pytest.approx(2.5, abs=2e-3) and b == pytest.approx(0.7, abs=2e-3)
 
 
@@ -286,6 +298,8 @@ def test_glb_points_round_trip(tmp_path):
     assert prim["mode"] == 0 and prim["attributes"] == {"POSITION": 0, "COLOR_0": 1} and "indices" not in prim
     assert doc["scenes"][doc["scene"]]["nodes"] == [0] and doc["nodes"][0]["mesh"] == 0
     flipped = (cloud.points * torch.tensor([1.0, -1.0, -1.0])).double()
+    # GLB stores float32 exactly (so ~0 expected): 1e-6 / 1e-7 only absorb the float64 view of the float32
+    # values
     assert torch.allclose(pos, flipped, atol=1e-6) and torch.allclose(col, cloud.colors.double(), atol=1e-7)
     acc = doc["accessors"][0]
     assert acc["min"] == pytest.approx(pos.min(0).values.tolist())
@@ -300,6 +314,7 @@ def test_glb_mesh_round_trip(tmp_path):
     prim = doc["meshes"][0]["primitives"][0]
     assert prim["mode"] == 4 and prim["indices"] == 2 and doc["accessors"][2]["componentType"] == 5125
     assert torch.equal(idx.view(-1, 3).long(), mesh.faces)
+    # GLB stores float32 exactly: 1e-6 only absorbs the float64 view of the float32 values
     assert torch.allclose(pos, (mesh.vertices * torch.tensor([1.0, -1.0, -1.0])).double(), atol=1e-6)
     assert col.shape == (mesh.vertices.shape[0], 3)
 

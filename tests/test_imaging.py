@@ -123,6 +123,7 @@ def test_area_is_exact_box_average_for_integer_factors():
     x = torch.rand(2, 3, 12, 18, generator=torch.Generator().manual_seed(0))
     for k in (2, 3):
         got = imaging.resize_to(x, (12 // k, 18 // k), downscale=True)
+        # two ways of averaging k*k <= 9 values in [0,1): <= 9 float32 roundings of 6e-8 -> 5.4e-7; atol 1e-6
         assert torch.allclose(got, F.avg_pool2d(x, k), atol=1e-6, rtol=0)
 
 
@@ -131,6 +132,7 @@ def test_area_fractional_weights_by_hand():
     x = torch.tensor([[[[0.3, 0.6, 0.9]]]])
     got = imaging.resize_to(x, (1, 2), downscale=True)
     want = torch.tensor([(0.3 + 0.5 * 0.6) / 1.5, (0.5 * 0.6 + 0.9) / 1.5])
+    # values < 1 from 2 products and a sum: ~2 float32 steps (6e-8) -> 1e-7
     assert torch.allclose(got.flatten(), want, atol=1e-7)
 
 
@@ -140,6 +142,8 @@ def test_cubic_is_clamped_and_identity_at_same_size():
     up = imaging.resize_to(step, (8, 16), downscale=False)
     assert up.min() == 0 and up.max() == 1  # cubic overshoot clipped like the uint8 original
     x = torch.rand(1, 3, 5, 7, generator=torch.Generator().manual_seed(1))
+    # identity resize of values in [0,1): the cubic weights (1 and exact zeros) may still round once or twice:
+    # ~1e-7; atol 1e-6
     assert torch.allclose(imaging.resize_to(x, (5, 7), downscale=False), x, atol=1e-6)
     assert torch.allclose(imaging.resize_to(x, (5, 7), downscale=True), x, atol=1e-6)
 
@@ -149,6 +153,7 @@ def test_filter_follows_scalar_scale():
     x = torch.rand(1, 1, 886, 887, generator=torch.Generator().manual_seed(2))
     got = imaging.resize_keep_aspect(x)
     assert torch.equal(got, imaging.resize_to(x, (880, 880), downscale=False))
+    # a negative check: area vs cubic differ by > 0.1 on noise; 1e-3 only needs to be far below that
     assert not torch.allclose(got, imaging.resize_to(x, (880, 880), downscale=True), atol=1e-3)
     # long-side option: shrinking uses area
     y = torch.rand(1, 1, 40, 60, generator=torch.Generator().manual_seed(3))
@@ -218,11 +223,14 @@ def test_colormap_unknown_name_lists_valid_ones():
 def test_colormap_truncates_like_official_uint8_cast():
     v = torch.tensor([0.0, 1 / 255 - 1e-4, 0.999, 1.0, -3.0, 7.0, float("nan")])
     grey = imaging.colormap(v, "gray")[:, 0] * 255
+    # integer grey levels (0..255) scaled back by 255 in float32: step at 255 is 1.5e-5; 1e-4 ~ 7 steps
     assert torch.allclose(grey, torch.tensor([0.0, 0, 254, 255, 0, 255, 0]), atol=1e-4)
 
 
 def test_spectral_is_colorbrewer_red_to_violet():
     lut = imaging.colormap(centres(), "spectral")
+    # anchor colours are k/255 in float32 (step 6e-8): 1e-6 allows a few roundings; a wrong anchor differs by
+    # >= 1/255
     assert torch.allclose(lut[0], hex_rgb("9e0142"), atol=1e-6)
     assert torch.allclose(lut[255], hex_rgb("5e4fa2"), atol=1e-6)
     assert torch.allclose(lut[127], hex_rgb("ffffbf"), atol=2 / 255)  # 0.498: next to the centre
@@ -235,6 +243,8 @@ def test_viridis_matches_published_palette_and_luminance_rises():
     published = "440154 482475 414487 355f8d 2a788e 21918c 22a884 44bf70 7ad151 bddf26 fde725"
     got = imaging.colormap(torch.tensor([k / 10 + 1e-6 for k in range(11)]), "viridis")
     for k, h in enumerate(published.split()):
+        # the published 11-step viridis is rounded to bytes and our table is interpolated between other
+        # anchors: 3 grey levels, not a float32 bound
         assert torch.allclose(got[k], hex_rgb(h), atol=3 / 255), k
     lut = imaging.colormap(centres(), "viridis")
     luma = lut @ torch.tensor([0.2126, 0.7152, 0.0722])
@@ -244,6 +254,7 @@ def test_viridis_matches_published_palette_and_luminance_rises():
 def test_turbo_endpoints_and_middle():
     lut = imaging.colormap(centres(), "turbo")
     # Google's Turbo table: first (0.18995, 0.07176, 0.23217), last (0.47960, 0.01583, 0.01055)
+    # the published Turbo table has 5 decimals and we store bytes: half a grey level
     assert torch.allclose(lut[0], torch.tensor([0.18995, 0.07176, 0.23217]), atol=0.5 / 255)
     assert torch.allclose(lut[255], torch.tensor([0.47960, 0.01583, 0.01055]), atol=0.5 / 255)
     assert lut[128, 1] > 0.95 and lut[128, 1] > lut[128, 0] > lut[128, 2]  # green-yellow centre
@@ -277,6 +288,8 @@ def test_normalize_quantiles_match_torch_quantile():
     out = imaging.normalize_depth(d, lo_q=0.02, hi_q=0.98)
     for b in range(2):
         lo, hi = torch.quantile(d[b].flatten(), torch.tensor([0.02, 0.98]))
+        # (d - lo)/(hi - lo) of O(1) values: a subtraction and a division, ~2 float32 steps of 1.2e-7; atol
+        # 1e-6
         assert torch.allclose(out[b], ((d[b] - lo) / (hi - lo)).clamp(0, 1), atol=1e-6)
     with pytest.raises(InputError):
         imaging.normalize_depth(d, lo_q=0.9, hi_q=0.1)
@@ -426,6 +439,7 @@ def test_load_16bit_png_keeps_precision(tmp_path):
     assert png_ihdr(tmp_path / "g16.png")[2] == 16
     t = images.load_image(tmp_path / "g16.png")
     assert t.shape == (1, 3, 2, 3)
+    # v/65535 in float32 (< 1, step 6e-8): one or two roundings -> 1e-7; an 8-bit load would be off by >= 1e-4
     assert torch.allclose(t[0, 1], torch.from_numpy(vals.astype(np.float32)) / 65535, atol=1e-7)
 
 

@@ -106,10 +106,13 @@ def test_render_modes_and_batch_normalisation(pack, depth_packet):
     render = node(pack, "PPD_DepthRender")
     per, per_mask = render.render(packet, "depth", "spectral", "per image", "processing")
     whole, _ = render.render(packet, "depth", "spectral", "whole batch", "processing")
+    # frame 2 = 0.5*frame 1 + 0.3, both stretched to [0,1] in float32: a few roundings of values < 1 (6e-8
+    # each)
     assert torch.allclose(per[0], per[1], atol=1e-6)                  # each frame stretched to its own range
     assert not torch.allclose(whole[0], whole[1], atol=1e-3)          # one range for the batch
     assert per.shape == (2, 64, 96, 3) and per_mask.shape == (2, 64, 96)
     cn, cn_mask = render.render(packet, "controlnet", "spectral", "per image", "input")
+    # masks in [0,1] that sum to 1: one float32 rounding (6e-8); atol 1e-6
     assert cn.shape == (2, 40, 60, 3) and torch.allclose(cn_mask[0] + render.render(
         packet, "depth", "spectral", "per image", "input")[1][0], torch.ones(40, 60), atol=1e-6)
     colour, _ = render.render(packet, "colormap", "turbo", "per image", "processing")
@@ -184,6 +187,8 @@ def test_batch_larger_than_memory_is_chunked(pack, comfy_env, monkeypatch):
     sem2, = node(pack, "PPD_SemanticEncoder").encode(model, images, "custom long side", 64)
     chunked, _ = node(pack, "PPD_DepthSampler").sample(model, sem2, 2, 9)
     assert forwards == [1, 1, 1]
+    # same images, batch of 3 vs 3 batches of 1: matmul kernels may block differently (summation order), a few
+    # EPS per op through a tiny DiT: DIT_TOL-like (tolerances.py), 1e-5
     assert torch.allclose(whole["depth"], chunked["depth"], atol=1e-5)
 
 

@@ -1,7 +1,9 @@
 """Every golden fixture of ../shared/fixtures/parity, through the public API and the documented internals.
 
-Tolerances (max abs error, float32 CPU) follow the fixtures README and the engine issue:
-DiT and sampler < 2e-5, encoders < 1e-4, resize-free units (RoPE, timestep features, pos-embed) < 1e-6.
+Tolerances are max abs errors in float32 on any x86 CPU (ATEN_CPU_CAPABILITY default, avx2, avx512;
+1 or 2 threads), each derived from float32 resolution next to its constant in tolerances.py. The fixtures were
+made on one AVX512 machine; another machine runs other kernels (SIMD width, FMA, libm), so only
+what float32 rounding allows is asked for, never the bits this machine happens to print.
 """
 from __future__ import annotations
 
@@ -9,13 +11,14 @@ import json
 
 import pytest
 import torch
+from tolerances import DIT_TOL, ENC_TOL, END_TO_END_TOL, EPS, TFREQ_TOL, UNIT_TOL, resize_tol
 
 from comfyui_ppd import PPDPipeline, load_dit, load_semantic_encoder, sampling_timesteps
 from comfyui_ppd.families.ppd.dit import TimestepEmbedder
 from comfyui_ppd.nn.layers import apply_rope_2d, rope_tables_from_positions
 from comfyui_ppd.sampling import euler_step, next_timesteps
 
-DIT_TOL, ENC_TOL, UNIT_TOL = 2e-5, 1e-4, 1e-6
+OWN_FEATURES = TimestepEmbedder.timestep_embedding
 
 
 def err(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -28,16 +31,41 @@ def dit(parity):
     return load_dit(parity / "dit_tiny_weights.safetensors")
 
 
+@pytest.fixture()
+def official_features(load_fixture, monkeypatch):
+    """Feed the DiT the fixture's own timestep features (unit.tembed table, t in 0,1,249,500,750,1000).
+
+    They are float32 sin/cos of arguments up to 1000 as the fixture machine's libm rounded them; with
+    them the DiT math is compared at DIT_TOL, and the features themselves at TFREQ_TOL.
+    """
+    f = load_fixture("dit_tiny_cases")
+    table = {int(t): row for t, row in zip(f["unit.tembed.t"], f["unit.tembed.freq256"])}
+
+    def lookup(t: torch.Tensor, dim: int = 256, max_period: float = 10000.0) -> torch.Tensor:
+        return torch.stack([table[int(v)] for v in t.reshape(-1)])
+
+    monkeypatch.setattr(TimestepEmbedder, "timestep_embedding", staticmethod(lookup))
+
+
 # --- DiT -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("case", ["a", "b", "c"])
 def test_dit_cases(dit, load_fixture, case):
     f = load_fixture("dit_tiny_cases")
     with torch.no_grad():
         out = dit(f[f"{case}.x"], f[f"{case}.semantics"], f[f"{case}.timestep"])
+    assert err(out, f[f"{case}.out"]) < END_TO_END_TOL
+
+
+@pytest.mark.parametrize("case", ["a", "b", "c"])
+def test_dit_cases_fed_official_features(dit, load_fixture, official_features, case):
+    f = load_fixture("dit_tiny_cases")
+    with torch.no_grad():
+        out = dit(f[f"{case}.x"], f[f"{case}.semantics"], f[f"{case}.timestep"])
     assert err(out, f[f"{case}.out"]) < DIT_TOL
 
 
-def test_dit_intermediates_case_a(dit, load_fixture):
+def test_dit_intermediates_case_a(dit, load_fixture, official_features):
+    """Everything after the sin/cos at DIT_TOL (fed the fixture's a.t_freq); our own features at TFREQ_TOL."""
     f = load_fixture("dit_tiny_cases")
     seen: dict[str, torch.Tensor] = {}
     hooks = [dit.t_embedder.register_forward_hook(lambda m, i, o: seen.__setitem__("t_emb", o)),
@@ -50,11 +78,12 @@ def test_dit_intermediates_case_a(dit, load_fixture):
         with torch.no_grad():
             dit(f["a.x"], f["a.semantics"], f["a.timestep"])
             seen["x_embed"] = dit.x_embedder(f["a.x"])
-            seen["t_freq"] = TimestepEmbedder.timestep_embedding(f["a.timestep"].reshape(1))
+            own_t_freq = OWN_FEATURES(f["a.timestep"].reshape(1))
     finally:
         for h in hooks:
             h.remove()
-    names = ["t_freq", "t_emb", "x_embed", "block0_out", "block1_out", "fusion_out", "block2_out",
+    assert err(own_t_freq, f["a.t_freq"]) < TFREQ_TOL
+    names = ["t_emb", "x_embed", "block0_out", "block1_out", "fusion_out", "block2_out",
              "block3_out", "final_layer_out"]
     errors = {n: err(seen[n], f[f"a.{n}"]) for n in names}
     assert max(errors.values()) < DIT_TOL, errors
@@ -62,7 +91,7 @@ def test_dit_intermediates_case_a(dit, load_fixture):
 
 def test_timestep_embedding_units(load_fixture):
     f = load_fixture("dit_tiny_cases")
-    assert err(TimestepEmbedder.timestep_embedding(f["unit.tembed.t"]), f["unit.tembed.freq256"]) < UNIT_TOL
+    assert err(OWN_FEATURES(f["unit.tembed.t"]), f["unit.tembed.freq256"]) < TFREQ_TOL
 
 
 @pytest.mark.parametrize("grid", ["4x6", "8x12"])
@@ -106,9 +135,9 @@ def test_sampler_trajectory(dit, load_fixture, steps):
     for v, t, s in zip(preds, ts, next_timesteps(ts)):
         x = euler_step(x, v, t, s)
         latents.append(x)
-    assert err(torch.stack(preds), f[f"s{steps}.preds"]) < DIT_TOL
-    assert err(torch.stack(latents), f[f"s{steps}.latents"]) < DIT_TOL
-    assert err(depth, f[f"s{steps}.depth"]) < DIT_TOL
+    assert err(torch.stack(preds), f[f"s{steps}.preds"]) < END_TO_END_TOL
+    assert err(torch.stack(latents), f[f"s{steps}.latents"]) < END_TO_END_TOL
+    assert err(depth, f[f"s{steps}.depth"]) < END_TO_END_TOL
 
 
 def test_sampler_29_steps_extra_evaluation(dit, load_fixture):
@@ -117,14 +146,20 @@ def test_sampler_29_steps_extra_evaluation(dit, load_fixture):
     assert len(ts) == 30 and ts[-1] == -1 and ts == f["s29.timesteps"].tolist()
     pipe = PPDPipeline(dit, _NoEncoder(dit.config.semantic_dim))
     depth = pipe.sample(f["image"], f["semantics"], 29, noise=f["s29.noise"])
-    assert err(depth, f["s29.depth"]) < DIT_TOL
+    assert err(depth, f["s29.depth"]) < END_TO_END_TOL
 
 
 def test_seeded_noise_matches_official_draw(load_fixture):
     from comfyui_ppd.sampling import make_noise
     f = load_fixture("sampler_tiny")
+    # torch.randn is Box-Muller on the generator's exact uniforms: z = sqrt(-2 ln u1) * cos(2 pi u2).
+    # The AVX2/AVX512 kernels reproduce the fixture bit for bit; the scalar (DEFAULT) one uses another
+    # log/cos. With radius r <= sqrt(-2 ln 2^-24) = 5.8, the angle (< 2 pi, step 4.8e-7) may differ
+    # by 2 steps and r by 4 EPS relative: |dz| <= 5.8 * (2 * 4.8e-7 + 4 * EPS) = 8.3e-6. Another seed
+    # or generator changes z by O(1).
+    noise_tol = 5.8 * (2 * 2.0 ** -21 + 4 * EPS)
     for steps, seed in [(4, 4242), (10, 1010), (29, 2929)]:
-        assert torch.equal(make_noise(1, 64, 96, seed), f[f"s{steps}.noise"])
+        assert err(make_noise(1, 64, 96, seed), f[f"s{steps}.noise"]) < noise_tol
 
 
 def test_timesteps_json_all_step_counts(parity):
@@ -158,9 +193,11 @@ def test_da2_encoder(da2, load_fixture, case):
     assert da2.kind == "da2"
     with torch.no_grad():
         assert err(da2(image), f[f"{case}.semantics"]) < ENC_TOL
-        assert err(da2.backbone_input(image), f[f"{case}.backbone_input"]) < UNIT_TOL
+        ref = f[f"{case}.backbone_input"]
+        assert err(da2.backbone_input(image), ref) < resize_tol(ref)
         h0, w0 = image.shape[-2] // 16, image.shape[-1] // 16
-        assert err(da2.pretrained.interpolate_pos_encoding(h0, w0), f[f"{case}.pos_embed_interp"]) < UNIT_TOL
+        ref = f[f"{case}.pos_embed_interp"]
+        assert err(da2.pretrained.interpolate_pos_encoding(h0, w0), ref) < resize_tol(ref)
 
 
 def test_da2_block_outputs(da2, load_fixture):
@@ -200,9 +237,11 @@ def test_moge_encoder(parity, load_fixture, tmp_path, name, layers, case):
         with torch.no_grad():
             assert err(enc(image), f[f"{case}.semantics"]) < ENC_TOL
             h0, w0 = image.shape[-2] // 16, image.shape[-1] // 16
-            assert err(enc.backbone.interpolate_pos_encoding(h0, w0), f[f"{case}.pos_embed_interp"]) < UNIT_TOL
+            ref = f[f"{case}.pos_embed_interp"]
+            assert err(enc.backbone.interpolate_pos_encoding(h0, w0), ref) < resize_tol(ref)
             if f"{case}.backbone_input" in f:
-                assert err(enc.backbone_input(image), f[f"{case}.backbone_input"]) < UNIT_TOL
+                ref = f[f"{case}.backbone_input"]
+                assert err(enc.backbone_input(image), ref) < resize_tol(ref)
             if case == "small":
                 tokens = enc.backbone.tokens(enc.backbone_input(image), layers)
                 for i, t in enumerate(tokens):
