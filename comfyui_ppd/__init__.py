@@ -13,6 +13,9 @@ from . import registry
 from .checkpoints import Source
 from .encoders.base import ENCODER_EXPECTED, ENCODER_FIX, SemanticEncoder
 from .errors import CheckpointError, InputError, PPDError
+from .families.moge2 import EXPECTED as GEOMETRY_EXPECTED
+from .families.moge2 import FIX as GEOMETRY_FIX
+from .families.moge2 import MoGe2Model, align_to_metric
 from .families.ppd import EXPECTED as DIT_EXPECTED
 from .families.ppd import FIX as DIT_FIX
 from .families.ppd.dit import PPDDiT
@@ -20,7 +23,7 @@ from .families.ppd.pipeline import DepthResult, PPDPipeline, Prepared
 from .sampling import sampling_timesteps
 
 __all__ = ["load_dit", "load_semantic_encoder", "sampling_timesteps", "PPDPipeline", "Prepared",
-           "DepthResult", "PPDError", "CheckpointError", "InputError"]
+           "DepthResult", "PPDError", "CheckpointError", "InputError", "load_geometry_model", "align_to_metric"]
 __version__ = "0.1.0"
 
 
@@ -41,3 +44,13 @@ def load_semantic_encoder(source: Source, *, device: torch.device | str = "cpu",
     """
     return cast(SemanticEncoder, registry.load(source, ("da2", "moge2"), ENCODER_EXPECTED, ENCODER_FIX,
                                                device=device, dtype=dtype, num_heads=num_heads))
+
+
+def load_geometry_model(source: Source, *, device: torch.device | str = "cpu",
+                        dtype: torch.dtype = torch.float32) -> MoGe2Model:
+    """Load a full MoGe-2 model (model.pt or .safetensors with `model_config`), strictly, for metric geometry.
+
+    `model.infer(image)` with image (3,H,W) or (B,3,H,W) in [0,1] -> points, depth, mask, intrinsics, normal.
+    """
+    return cast(MoGe2Model, registry.load(source, ("moge2_geometry",), GEOMETRY_EXPECTED, GEOMETRY_FIX,
+                                          device=device, dtype=dtype))

@@ -40,7 +40,8 @@ OFFICIAL_FILES: dict[str, ModelFile] = {f.name: f for f in (
               "https://huggingface.co/Ruicheng/moge-2-vitl-normal/resolve/main/model.pt",
               "~1.3 GB",
               "MoGe-2 ViT-L (normal) published as model.pt; saved under this name so it is "
-              "recognisable. The semantic encoder for ppd_moge.pth."),
+              "recognisable. The semantic encoder for ppd_moge.pth, and the geometry model (metric "
+              "depth, camera, normals) of the MoGe-2 nodes and `predict --metric`."),
     ModelFile("ppd_moge.pth", "dit", "moge2", None,
               "~2.0 GB",
               "Pixel-Perfect Depth DiT trained with MoGe-2 semantics. It is only on Google Drive "
@@ -48,7 +49,7 @@ OFFICIAL_FILES: dict[str, ModelFile] = {f.name: f for f in (
               "and place it in the models folder as ppd_moge.pth. Pair it with moge2_vitl_normal.pt."),
 )}
 
-DEFAULT_NAMES = {"dit": "ppd.pth", "encoder": "depth_anything_v2_vitl.pth"}
+DEFAULT_NAMES = {"dit": "ppd.pth", "encoder": "depth_anything_v2_vitl.pth", "geometry": "moge2_vitl_normal.pt"}
 DEFAULT_ENCODER = {"da2": "depth_anything_v2_vitl.pth", "moge2": "moge2_vitl_normal.pt"}
 
 

@@ -24,12 +24,14 @@ MAX_HEADER = 100_000_000  # bytes; a larger safetensors header is a broken file
 
 @dataclass(frozen=True)
 class FileKind:
-    """role: "dit" | "encoder" | another family's role | None (unknown); family name; semantics and its source."""
+    """role: "dit" | "encoder" | another family's role | None (unknown); the best family's name; semantics and
+    its source; every family that recognises the keys (a full MoGe-2 file is both a geometry model and an encoder)."""
 
     role: str | None
     family: str | None = None
     semantics: str | None = None          # "da2" | "moge2" | None
     semantics_source: str = ""            # "metadata" | "keys" | "file name" | ""
+    families: tuple[str, ...] = ()
 
 
 _CACHE: dict[tuple[str, int, int], FileKind] = {}
@@ -71,15 +73,14 @@ def _classify(path: Path) -> FileKind:
     ranked = registry.identify(keys)
     if not ranked:
         return FileKind(None)
-    family = ranked[0][1]
-    if family.role == "encoder":
-        return FileKind("encoder", family.name, family.name if family.name in ("da2", "moge2") else None, "keys")
+    family, names = ranked[0][1], tuple(f.name for _, f in ranked)
+    encoders = [n for n in names if n in ("da2", "moge2")]
     if family.name == "ppd":
         if meta.get("ppd.semantics") in ("da2", "moge2"):
-            return FileKind("dit", "ppd", meta["ppd.semantics"], "metadata")
+            return FileKind("dit", "ppd", meta["ppd.semantics"], "metadata", names)
         guess = catalogue.semantics_from_name(path.name)
-        return FileKind("dit", "ppd", guess, "file name" if guess else "")
-    return FileKind(family.role, family.name)
+        return FileKind("dit", "ppd", guess, "file name" if guess else "", names)
+    return FileKind(family.role, family.name, encoders[0] if encoders else None, "keys" if encoders else "", names)
 
 
 def file_kind(path: str | os.PathLike) -> FileKind:

@@ -82,15 +82,6 @@ class Pi3Encoder(KeyFamily):
     needs = ("register_token", "encoder.register_tokens", "encoder.patch_embed.proj.weight", "decoder.0.")
 
 
-class MoGe2Geometry(KeyFamily):
-    name, role, score = "moge2_geometry", "geometry", 3
-    title = "a complete MoGe-2 model (encoder, neck and heads)"
-    advice = ("As a geometry model it needs the MoGe-2 geometry nodes; as PPD's semantic encoder it goes to the "
-              "encoder input.")
-    needs = ("encoder.backbone.patch_embed.proj.weight", "encoder.output_projections.0.weight", "neck.",
-             "points_head.")
-
-
 class StableDiffusion(KeyFamily):
     name, role = "sd_unet", "foreign"
     title = "a Stable Diffusion / image-generation UNet"
@@ -102,9 +93,10 @@ def families() -> list[Family]:
     """Every known family. Adding a family: implement it in its folder and list it here."""
     from .encoders.da2 import DA2Family
     from .encoders.moge2 import MoGe2EncoderFamily
+    from .families.moge2.load import MoGe1Model, MoGe2GeometryFamily
     from .families.ppd import PPDFamily
-    return [PPDFamily(), DA2Family(), MoGe2EncoderFamily(), PPVDDiT(), Pi3Encoder(), MoGe2Geometry(),
-            StableDiffusion()]
+    return [PPDFamily(), DA2Family(), MoGe2EncoderFamily(), PPVDDiT(), Pi3Encoder(), MoGe2GeometryFamily(),
+            MoGe1Model(), StableDiffusion()]
 
 
 def identify(tensors: Mapping[str, Tensor] | Collection[str]) -> list[tuple[int, Family]]:

@@ -11,8 +11,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from . import geometry, imaging, load_dit, load_semantic_encoder, metrics
+from . import align_to_metric, geometry, imaging, load_dit, load_geometry_model, load_semantic_encoder, metrics
 from .checkpoints import Source
+from .errors import InputError
+from .families.moge2 import MoGe2Model, metric_point_cloud, window_outlier_filter
 from .families.ppd.pipeline import DepthResult, PPDPipeline, Prepared
 from .io import images
 from .runtime import Precision
@@ -109,3 +111,111 @@ def evaluate_edges(depth: Tensor, kind: str, focal_px: float, *, near: float = 1
         background = metric if keep is None else metric.nan_to_num(nan=float(metric[keep].max()))
     heat = metrics.flying_heatmap(result["flying_mask"], background)
     return result, heat
+
+
+# --- MoGe-2 geometry: metric depth, camera, normals; the metric point cloud --------------------------------
+# Normal-map colourings of unit normals n in the OpenCV camera frame (x right, y down, z forward): the sign
+# each axis gets before rgb = (s * n + 1) / 2. A surface facing the camera (n = (0, 0, -1)) is (0.5, 0.5, 1).
+NORMAL_CONVENTIONS = {
+    "ControlNet NormalBae (R left, G up, B toward camera)": (-1.0, -1.0, -1.0),
+    "OpenGL (R right, G up, B toward camera)": (1.0, -1.0, -1.0),
+}
+
+
+def load_geometry(source: Source, *, device: torch.device | str = "cpu") -> MoGe2Model:
+    """The complete MoGe-2 model (float32, as the official default on the CPU) for metric geometry."""
+    return load_geometry_model(source, device=device)
+
+
+def save_normals(normal: Tensor, path: str | os.PathLike, *, convention: str = next(iter(NORMAL_CONVENTIONS)),
+                 overwrite: bool = False) -> Path:
+    """One normal map (H,W,3) as an 8-bit RGB PNG in `convention` (NormalBae by default)."""
+    return images.write_png8_rgb(path, normal_image(normal.cpu(), convention).numpy(), overwrite=overwrite)
+
+
+def estimate_geometry(model: MoGe2Model, image: Tensor, *, resolution_level: float = 9, fov_x: float | None = None,
+                      apply_mask: bool = True) -> dict:
+    """MoGe-2 on an RGB batch (B,3,H,W) in [0,1]: `model.infer` outputs on the CPU (depth +inf where invalid)."""
+    if not (isinstance(resolution_level, (int, float)) and 0 <= resolution_level <= 9):
+        raise InputError(f"resolution_level {resolution_level!r} must be between 0 (fastest, 1200 tokens) and 9 "
+                         "(finest, 3600 tokens).")
+    out = model.infer(image, resolution_level=resolution_level, fov_x=fov_x, apply_mask=apply_mask)
+    return {k: (v.cpu() if isinstance(v, Tensor) else v) for k, v in out.items()}
+
+
+def normal_image(normal: Tensor, convention: str = next(iter(NORMAL_CONVENTIONS))) -> Tensor:
+    """Unit normals (B,H,W,3), OpenCV frame, 0 where invalid -> a normal-map image (B,H,W,3) in [0,1]."""
+    if convention not in NORMAL_CONVENTIONS:
+        raise InputError(f"unknown normal convention {convention!r}; choose one of {list(NORMAL_CONVENTIONS)}.")
+    sign = normal.new_tensor(NORMAL_CONVENTIONS[convention])
+    return ((normal * sign + 1) / 2).clamp(0, 1)
+
+
+def geometry_reference(depth: Tensor, mask: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+    """MoGe-2 metric depth and mask (H,W) resized nearest to `size` (the PPD depth's grid); align_to_metric
+    leaves out the masked pixels whose depth is not finite and positive."""
+    d = torch.as_tensor(depth).float().reshape(1, 1, *depth.shape[-2:])
+    m = torch.as_tensor(mask).float().reshape(1, 1, *mask.shape[-2:])
+    if tuple(d.shape[-2:]) != tuple(size):
+        d, m = imaging.resize_depth(d, size, "nearest"), imaging.resize_depth(m, size, "nearest")
+    return d[0, 0], m[0, 0] > 0.5
+
+
+def metric_geometry_cloud(ppd_depth: Tensor, reference: Tensor, reference_mask: Tensor, intrinsics: Tensor, *,
+                          colors: Tensor | None = None, mask: Tensor | None = None, stride: int = 1,
+                          discontinuity_threshold: float = 0.0, camera: Tensor | None = None
+                          ) -> tuple[geometry.PointCloud, Tensor, Tensor]:
+    """PPD log-depth (h,w) -> metres by `align_to_metric` against a MoGe-2 depth (any size), unprojected with
+    MoGe's normalised intrinsics (3,3) (or the pixel K `camera`) at pixel centres; only pixels valid in MoGe's
+    mask (and `mask`). Returns (cloud, metric depth (h,w), pixel intrinsics (3,3)) like `depth_to_cloud`.
+    """
+    size = (ppd_depth.shape[-2], ppd_depth.shape[-1])
+    ref, valid = geometry_reference(reference, reference_mask, size)
+    metric = align_to_metric(ppd_depth, ref, valid)
+    K = camera_from_geometry(intrinsics, *size) if camera is None else camera
+    if mask is not None:
+        keep = imaging.resize_depth(mask.float().reshape(1, 1, *mask.shape[-2:]), size, "nearest")[0, 0]
+        valid = valid & (keep > 0.5)
+        if not valid.any():
+            raise InputError("the mask and MoGe-2's valid pixels do not overlap: no point is left; check the mask.")
+    cloud = geometry.depth_to_point_cloud(metric, K, colors, mask=valid, stride=stride,
+                                          discontinuity_threshold=discontinuity_threshold)
+    return cloud, metric, K
+
+
+def camera_from_geometry(intrinsics: Tensor, height: int, width: int) -> Tensor:
+    """MoGe's normalised intrinsics (3,3) -> float64 pixel K of a height x width grid; non-finite -> InputError."""
+    K = torch.as_tensor(intrinsics)
+    if K.shape != (3, 3) or not torch.isfinite(K).all() or not (K[0, 0] > 0 and K[1, 1] > 0):
+        raise InputError(f"the camera intrinsics are not usable (a finite (3,3) matrix with focal lengths > 0 is "
+                         f"needed), got {K.tolist() if K.numel() <= 9 else tuple(K.shape)}: re-run MoGe-2, or set "
+                         "the camera by field of view instead.")
+    return geometry.pixel_intrinsics(K, height, width, (height, width))
+
+
+def remove_outliers(cloud: geometry.PointCloud, metric: Tensor, intrinsics: Tensor, *, neighbours: int = 20,
+                    std_ratio: float = 3.0, window: int = 9) -> geometry.PointCloud:
+    """The statistical outlier filter (Open3D's rule, neighbours from a window x window image patch) on a cloud."""
+    valid = torch.zeros(cloud.height, cloud.width, dtype=torch.bool)
+    rows, cols = cloud.pixels[:, 0], cloud.pixels[:, 1]
+    valid[rows, cols] = True
+    keep = window_outlier_filter(geometry.depth_to_points(metric.cpu().double(), intrinsics), valid,
+                                 neighbours, std_ratio, window)[rows, cols]
+    if not keep.any():
+        raise InputError("the outlier filter removed every point: switch it off for this image.")
+    return geometry.PointCloud(cloud.points[keep], cloud.colors[keep], cloud.pixels[keep], cloud.height, cloud.width)
+
+
+def official_metric_cloud(ppd_depth: Tensor, image: Tensor, geometry_out: dict, *, outlier_filter: str = "window"
+                          ) -> geometry.PointCloud:
+    """run_point_cloud.py for one image: PPD depth (h,w) resized bilinear to the image (3,H,W), aligned to MoGe-2's
+    metric depth in log(1 + d), unprojected at integer pixel indices with MoGe's K, outlier-filtered."""
+    height, width = image.shape[-2:]
+    pred = imaging.resize_depth(ppd_depth.reshape(1, 1, *ppd_depth.shape[-2:]).float().cpu(), (height, width))[0, 0]
+    pts, colors, pixels = metric_point_cloud(pred, geometry_out["depth"][0], geometry_out["mask"][0],
+                                             geometry_out["intrinsics"][0], image.permute(1, 2, 0).cpu(),
+                                             outlier_filter=outlier_filter)
+    if pts.shape[0] == 0:
+        raise InputError("no points are left after MoGe-2's mask and the outlier filter.")
+    assert colors is not None
+    return geometry.PointCloud(pts.float(), colors, pixels, int(height), int(width))

@@ -1,5 +1,6 @@
 """ComfyUI glue: NODE_CLASS_MAPPINGS for the pack. No math lives here: nodes validate, call comfyui_ppd, format."""
 from .depth import PPD_DepthSampler, PPD_SemanticEncoder
+from .geometry import PPD_LoadGeometryModel, PPD_MoGe2Geometry
 from .metrics import PPD_EdgeMetricPreview
 from .model import PPD_LoadModel, register_model_folder
 from .pointcloud import PPD_DepthToPointCloud, PPD_SavePointCloud
@@ -18,6 +19,8 @@ NODE_CLASS_MAPPINGS = {
     "PPD_DepthToPointCloud": PPD_DepthToPointCloud,
     "PPD_SavePointCloud": PPD_SavePointCloud,
     "PPD_EdgeMetricPreview": PPD_EdgeMetricPreview,
+    "PPD_LoadGeometryModel": PPD_LoadGeometryModel,
+    "PPD_MoGe2Geometry": PPD_MoGe2Geometry,
 }
 # Titles say "PPD" once; the keys above never change (saved workflows refer to them).
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -29,4 +32,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "PPD_DepthToPointCloud": "PPD Depth to Point Cloud",
     "PPD_SavePointCloud": "Save Point Cloud (PPD)",
     "PPD_EdgeMetricPreview": "PPD Edge Metric Preview",
+    "PPD_LoadGeometryModel": "Load PPD MoGe-2 Geometry Model",
+    "PPD_MoGe2Geometry": "PPD MoGe-2 Geometry",
 }

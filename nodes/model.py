@@ -19,8 +19,8 @@ log = logging.getLogger("comfyui_ppd")
 FOLDER = "ppd"
 EXTENSIONS = {".pth", ".pt", ".safetensors"}
 MISSING = " (missing: see README)"
-ROLE_NAMES = {"dit": "DiT", "encoder": "semantic encoder"}
-FAMILIES = {"dit": ("ppd",), "encoder": ("da2", "moge2")}  # what this node loads, per dropdown
+ROLE_NAMES = {"dit": "DiT", "encoder": "semantic encoder", "geometry": "MoGe-2 geometry model"}
+FAMILIES = {"dit": ("ppd",), "encoder": ("da2", "moge2"), "geometry": ("moge2_geometry",)}  # per dropdown
 
 
 def register_model_folder() -> list[str]:
@@ -46,7 +46,7 @@ def model_choices(role: str) -> list[str]:
     for name in folder_paths.get_filename_list(FOLDER):
         path = folder_paths.get_full_path(FOLDER, name)
         kind = inventory.file_kind(path) if path else inventory.FileKind(None)
-        if kind.role is None or kind.family in FAMILIES[role]:
+        if kind.role is None or set(kind.families) & set(FAMILIES[role]):
             files.append(name)
     return files or [catalogue.DEFAULT_NAMES[role] + MISSING]
 

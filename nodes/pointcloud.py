@@ -169,8 +169,9 @@ RANGE_INPUTS = {
 
 class PPD_DepthToPointCloud:
     DESCRIPTION = ("Unprojects depth into a coloured metric point cloud at the depth's own grid (PPD's processing "
-                   "size, no upsampling). Scale comes from a near/far range, or from a reference metric depth or "
-                   "core MoGe geometry (which also gives the camera). Mask, stride and a discontinuity filter are "
+                   "size, no upsampling). Scale comes from a near/far range, a reference metric depth, PPD MoGe-2 "
+                   "Geometry (the official metric pipeline: log-space fit to MoGe-2's depth, its camera) or core "
+                   "MoGe geometry. Mask, stride, a discontinuity filter and the statistical outlier filter are "
                    "optional; PPD's sharp edges need no filter by default.")
     CATEGORY = "PPD"
     FUNCTION = "unproject"
@@ -190,6 +191,11 @@ class PPD_DepthToPointCloud:
                 "default": 0.0, "min": 0.0, "max": 10.0, "step": 0.01,
                 "tooltip": "Drop points whose 3x3 depth span / depth exceeds this (core MoGe uses 0.04). "
                            "0 = off, the default: PPD has no flying pixels to remove."}),
+            "outlier_filter": ("BOOLEAN", {
+                "default": False,
+                "tooltip": "The official statistical outlier filter (20 neighbours, 3 sigma), neighbours searched "
+                           "in a 9x9 pixel window. Off by default: on sharp depth it removes no flying pixels but "
+                           "thins sparse far surfaces; on blurred depth it removes ~70% of flying pixels (README)."}),
         }, "optional": {
             **DEPTH_INPUTS,
             "image": ("IMAGE", {"tooltip": "Colours for the points, resized to the depth grid. Without it a "
@@ -197,6 +203,10 @@ class PPD_DepthToPointCloud:
             "reference_depth": ("MASK", {"tooltip": "Metric depth in metres (any size, e.g. a depth sensor or "
                                                     "Convert Image to Mask of a metric depth image); the depth "
                                                     "is fitted to it robustly. Wins over moge_geometry's depth."}),
+            "geometry": ("PPD_GEOMETRY", {"tooltip": "PPD MoGe-2 Geometry output: PPD depth is fitted to its "
+                                                     "metric depth in log(1 + d) (the official run_point_cloud.py "
+                                                     "alignment), its intrinsics set the camera (unless focal_px "
+                                                     "is set) and only its valid pixels are kept."}),
             "moge_geometry": ("MOGE_GEOMETRY", {"tooltip": "Core MoGe inference output: its metric depth sets "
                                                            "the scale and its intrinsics the camera (unless "
                                                            "focal_px is set)."}),
@@ -206,11 +216,17 @@ class PPD_DepthToPointCloud:
         }}
 
     def unproject(self, depth_kind: str, fov_deg: float, focal_px: float, near: float, far: float, stride: int,
-                  discontinuity_threshold: float, ppd_depth=None, depth_image=None, depth_map=None, image=None,
-                  reference_depth=None, moge_geometry=None, mask=None):
+                  discontinuity_threshold: float, outlier_filter: bool = False, ppd_depth=None, depth_image=None,
+                  depth_map=None, image=None, reference_depth=None, geometry=None, moge_geometry=None, mask=None):
         source = read_depth(ppd_depth, depth_image, depth_map, depth_kind)
         if moge_geometry is not None and not isinstance(moge_geometry, dict):
             raise InputError("moge_geometry must be the MOGE_GEOMETRY output of core MoGe inference.")
+        if geometry is not None:
+            if not isinstance(geometry, dict) or geometry.get("kind") != "moge2":
+                raise InputError("geometry must be the PPD_GEOMETRY output of PPD MoGe-2 Geometry.")
+            if moge_geometry is not None:
+                raise InputError("connect only one of geometry (PPD MoGe-2 Geometry) and moge_geometry (core "
+                                 "MoGe): disconnect the other.")
         colours = colour_batch(image) if image is not None else source.colours
         references, masks = to_mask_batch(reference_depth, "reference_depth"), to_mask_batch(mask, "mask")
         total = source.depth.shape[0]
@@ -221,13 +237,25 @@ class PPD_DepthToPointCloud:
             def work(i=i):
                 colour, keep = pick(colours, i, total, "image"), pick(masks, i, total, "mask")
                 reference, valid = pick(references, i, total, "reference_depth"), None
-                if reference is None and moge_geometry is not None:
-                    reference, valid = moge.reference(moge_geometry, i)
-                K = camera(*source.depth[i].shape, source.input_width, fov_deg, focal_px, moge_geometry, i)
-                cloud, metric, K = tasks.depth_to_cloud(
-                    source.depth[i], source.kind, near=near, far=far, intrinsics=K, colors=colour,
-                    reference=reference, reference_mask=valid, mask=keep, stride=stride,
-                    discontinuity_threshold=discontinuity_threshold, drop_invalid=True)
+                packet = geometry if geometry is not None else moge_geometry
+                if geometry is not None and source.kind == "ppd" and reference is None:
+                    g = moge.batch_index(geometry, i)
+                    K = (camera(*source.depth[i].shape, source.input_width, fov_deg, focal_px)
+                         if focal_px > 0 else None)
+                    cloud, metric, K = tasks.metric_geometry_cloud(
+                        source.depth[i], geometry["depth"][g], geometry["mask"][g], geometry["intrinsics"][g],
+                        colors=colour, mask=keep, stride=stride, discontinuity_threshold=discontinuity_threshold,
+                        camera=K)
+                else:
+                    if reference is None and packet is not None:
+                        reference, valid = moge.reference(packet, i)
+                    K = camera(*source.depth[i].shape, source.input_width, fov_deg, focal_px, packet, i)
+                    cloud, metric, K = tasks.depth_to_cloud(
+                        source.depth[i], source.kind, near=near, far=far, intrinsics=K, colors=colour,
+                        reference=reference, reference_mask=valid, mask=keep, stride=stride,
+                        discontinuity_threshold=discontinuity_threshold, drop_invalid=True)
+                if outlier_filter:
+                    cloud = tasks.remove_outliers(cloud, metric, K)
                 kept = torch.isfinite(metric)                           # dropped pixels are NaN
                 if keep is not None:
                     kept &= imaging.resize_depth(keep[None, None].float(), tuple(metric.shape), "nearest")[0, 0] > 0.5

@@ -41,36 +41,30 @@ if REAL_COMFY:  # the pack copies its examples into the input folder at import: 
     _fp.set_input_directory(tempfile.mkdtemp(prefix="ppd_test_input_"))
 
 
-def parity_dir() -> Path | None:
-    """The official-code golden tensors: $PPD_PARITY_DIR, else ../shared/fixtures/parity beside the clone."""
-    env = os.environ.get("PPD_PARITY_DIR")
-    path = Path(env) if env else REPO.parent / "shared" / "fixtures" / "parity"
-    return path if (path / "README.md").is_file() else None
-
-
-@pytest.fixture(scope="session")
-def parity() -> Path:
-    path = parity_dir()
-    if path is None:
-        msg = ("golden fixtures not found: expected ../shared/fixtures/parity beside the clone "
-               "(or set PPD_PARITY_DIR)")
+def shared_fixture(name: str) -> Path:
+    """../shared/fixtures/<name> beside the clone ($PPD_PARITY_DIR for `parity`, $PPD_FIXTURES_DIR for all);
+    skips with the reason when absent, fails under CI=true."""
+    env = os.environ.get("PPD_PARITY_DIR") if name == "parity" else None
+    root = os.environ.get("PPD_FIXTURES_DIR") or (os.environ.get("PPD_PARITY_DIR") and
+                                                   str(Path(os.environ["PPD_PARITY_DIR"]).parent))
+    path = Path(env) if env else (Path(root) if root else REPO.parent / "shared" / "fixtures") / name
+    if not (path / "README.md").is_file():
+        msg = f"golden fixtures not found: expected {path} (../shared/fixtures/{name} beside the clone)"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(msg + "; under CI=true they are required")
         pytest.skip(msg)
     return path
 
 
+@pytest.fixture(scope="session")
+def parity() -> Path:
+    return shared_fixture("parity")
+
+
 def fixture_json(name: str, file: str = "real_checkpoint_shapes.json") -> dict:
-    """A JSON file of ../shared/fixtures/<name> beside the clone; skips when absent (fails under CI=true)."""
-    path = (Path(os.environ["PPD_PARITY_DIR"]).parent if os.environ.get("PPD_PARITY_DIR")
-            else REPO.parent / "shared" / "fixtures") / name / file
-    if not path.is_file():
-        msg = f"fixture {path} not found (../shared/fixtures beside the clone)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg + "; under CI=true it is required")
-        pytest.skip(msg)
+    """A JSON file of ../shared/fixtures/<name>; skips when absent (fails under CI=true)."""
     import json
-    return json.loads(path.read_text())
+    return json.loads((shared_fixture(name) / file).read_text())
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,8 @@
 
 Every scene is ray-cast exactly through the pixel centres (u + 0.5, v + 0.5) of a pinhole camera
 with the principal point at the image centre, the convention of ``comfyui_ppd.geometry``. Depth is
-the z coordinate (metres, OpenCV frame). ``python -m tests.scenes`` prints the blur table.
+the z coordinate (metres, OpenCV frame). ``python -m tests.scenes`` prints the blur table, the metric
+alignment table and the outlier-filter table (README).
 """
 from __future__ import annotations
 
@@ -118,9 +119,55 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    print(f"{HEIGHT}x{WIDTH} px, horizontal FOV {FOV_DEG:g} deg, wall at {WALL_Z:g} m")
-    print(format_table(blur_table()))
+def metric_alignment(scene: str = "sphere", outlier_fraction: float = 0.2, seed: int = 0) -> dict:
+    """A known camera and metric depth through align_to_metric + unprojection, against the truth.
+
+    PPD's depth is ``to_ppd(truth)`` (exactly affine in log(1+d)); the reference is the true depth with
+    ``outlier_fraction`` of the pixels replaced by U(0.1, 50) m junk that stays inside the mask. The camera
+    is given as MoGe's normalised intrinsics (fx/W, fy/H, cx = cy = 0.5).
+    """
+    from comfyui_ppd import align_to_metric
+    from comfyui_ppd.families.moge2 import intrinsics_to_pixels, unproject_pixels
+    from comfyui_ppd.families.moge2.camera import unproject_centres
+    from comfyui_ppd.families.moge2.metric import fit_log_depth
+
+    truth = SCENES[scene]()                                                  # (H, W) float64 metres
+    log_d = torch.log1p(truth)
+    lo, hi = torch.quantile(log_d.flatten(), torch.tensor([0.02, 0.98], dtype=torch.float64))
+    ppd = to_ppd(truth)
+    gen = torch.Generator().manual_seed(seed)
+    junk = torch.rand(truth.shape, generator=gen, dtype=torch.float64) < outlier_fraction
+    reference = torch.where(junk, 0.1 + 49.9 * torch.rand(truth.shape, generator=gen, dtype=torch.float64), truth)
+    mask = torch.ones_like(truth, dtype=torch.bool)
+    _, a, b, _, _ = fit_log_depth(ppd, reference.float(), mask)
+    metric = align_to_metric(ppd, reference.float(), mask)
+    f = focal()
+    k_norm = torch.tensor([[f / WIDTH, 0, 0.5], [0, f / HEIGHT, 0.5], [0, 0, 1]], dtype=torch.float32)
+    points_true = rays() * truth[..., None]                                  # pixel centres, float64
+    centres = unproject_centres(metric[None], k_norm[None])[0].double()
+    integer = unproject_pixels(metric, intrinsics_to_pixels(k_norm, HEIGHT, WIDTH), mask).view(HEIGHT, WIDTH, 3)
+    half_pixel = 0.5 * truth / f                                             # depth2pcd's offset: j vs j + 0.5
+    shift = (points_true[..., :2] - integer[..., :2]) - half_pixel[..., None]
+    # The PPD map is float32: its rounding (6e-8 of values ~1) bounds how well a and b can come back.
+    return {"scene": scene, "outliers": outlier_fraction, "a": a, "a_true": float(hi - lo), "b": b,
+            "b_true": float(lo), "depth_rel_err": float(((metric.double() - truth) / truth).abs().max()),
+            "centres_point_err_m": float((centres - points_true).norm(dim=-1).max()),
+            "integer_offset_err_m": float(shift.abs().max()), "half_pixel_max_m": float(half_pixel.max())}
+
+
+def format_metric_table(rows: list[dict]) -> str:
+    """Markdown table of ``metric_alignment`` rows."""
+    lines = ["| scene | outliers in reference | a true | abs(a - a true) | abs(b - b true) | max depth rel. err "
+             "| max point err, centres (m) | depth2pcd: offset - 0.5 px (m) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['scene']} | {100 * r['outliers']:.0f}% | {r['a_true']:.4f} "
+                     f"| {abs(r['a'] - r['a_true']):.1e} "
+                     f"| {abs(r['b'] - r['b_true']):.1e} | {r['depth_rel_err']:.1e} "
+                     f"| {r['centres_point_err_m']:.1e} | {r['integer_offset_err_m']:.1e} |")
+    return "\n".join(lines)
+
+
 
 
 # --- a textured room for the example inputs and the video (flicker) tests -----------------------
@@ -212,3 +259,55 @@ def write_example_clip(path: str, frames: int = 24, height: int = 192, width: in
         for rgb in clip:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
         container.mux(stream.encode())
+
+
+
+def outlier_filter_table(height: int = 384, width: int = 512, variants: tuple = ("exact", "blur r2", "down-up x4")
+                         ) -> list[dict]:
+    """The statistical outlier filter (20 neighbours, 3 sigma, 9x9 image window) on each scene: flying pixels
+    (metrics.flying_pixel_ratio) before and after, points removed, and the filter's time."""
+    import time
+
+    from comfyui_ppd.families.moge2.metric import window_outlier_filter
+    from comfyui_ppd.metrics import flying_pixel_ratio
+
+    f = focal(width)
+    make = {"exact": lambda d: d, "blur r2": lambda d: gaussian_blur(d, 2.0), "down-up x4": lambda d: down_up(d, 4)}
+    rows = []
+    for name, render in SCENES.items():
+        gt = render(height, width)
+        for label in variants:
+            depth = make[label](gt).float()
+            points = rays(height, width).float() * depth[..., None]
+            start = time.perf_counter()
+            keep = window_outlier_filter(points, torch.ones_like(depth, dtype=torch.bool))
+            seconds = time.perf_counter() - start
+            before = flying_pixel_ratio(depth, f)
+            after = flying_pixel_ratio(depth, f, mask=keep)
+            removed = ~keep
+            rows.append({"scene": name, "depth": label, "flying_before": before["flying_count"],
+                         "flying_after": int((before["flying_mask"] & keep).sum()),
+                         "edge_ratio_before": before["edge_ratio"], "edge_ratio_after": after["edge_ratio"],
+                         "removed": int(removed.sum()), "removed_flying": int((removed & before["flying_mask"]).sum()),
+                         "points": depth.numel(), "seconds": seconds})
+    return rows
+
+
+def format_outlier_table(rows: list[dict]) -> str:
+    """Markdown table of ``outlier_filter_table`` rows."""
+    lines = ["| scene | depth | flying px before | flying px after | points removed | of them flying "
+             "| filter time (s) |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['scene']} | {r['depth']} | {r['flying_before']} | {r['flying_after']} | {r['removed']} "
+                     f"| {r['removed_flying']} | {r['seconds']:.2f} |")
+    return "\n".join(lines)
+
+if __name__ == "__main__":
+    print(f"{HEIGHT}x{WIDTH} px, horizontal FOV {FOV_DEG:g} deg, wall at {WALL_Z:g} m")
+    print(format_table(blur_table()))
+    print()
+    print(format_metric_table([metric_alignment(s, o) for s in SCENES for o in (0.0, 0.2, 0.4)]))
+    print()
+    print("Statistical outlier filter, 512x384, 20 neighbours, 3 sigma, 9x9 window")
+    print(format_outlier_table(outlier_filter_table()))

@@ -15,6 +15,7 @@ from tiny_models import tiny_dit_state_dict
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 SOCKET_TYPES = {"IMAGE", "MASK", "PPD_MODEL", "PPD_SEMANTICS", "PPD_DEPTH", "PPD_POINTS", "STRING", "FLOAT",
+                "PPD_GEOMETRY_MODEL", "PPD_GEOMETRY",
                 "INT", "MOGE_GEOMETRY", "*"}
 
 

@@ -88,6 +88,15 @@ def test_dropdowns_tell_roles_apart_by_keys_not_names(pack, comfy_env):
                                        "ppd_looks_like_a_dit.pth"]
 
 
+def test_a_full_moge2_file_is_both_an_encoder_and_a_geometry_model(pack, comfy_env):
+    """moge2_vitl_normal.pt (encoder, neck and heads) serves ppd_moge.pth as encoder and the geometry node."""
+    load = pack.NODE_CLASS_MAPPINGS["PPD_LoadModel"].INPUT_TYPES()["required"]
+    geometry = pack.NODE_CLASS_MAPPINGS["PPD_LoadGeometryModel"].INPUT_TYPES()["required"]
+    assert "moge2_vitl_normal.pt" in load["encoder_name"][0]
+    assert geometry["model_name"][0] == ["moge2_vitl_normal.pt"]                # DiT and DA2 are not listed
+    assert pack.comfyui_ppd.inventory.file_kind(ppd_dir(comfy_env) / "moge2_vitl_normal.pt").semantics == "moge2"
+
+
 def test_key_scan_is_cached_per_file_version(pack, comfy_env, monkeypatch):
     inventory = pack.comfyui_ppd.inventory
     path = ppd_dir(comfy_env) / "ppd.pth"

@@ -86,3 +86,13 @@ def test_load_node_refuses_the_video_dit_and_points_to_the_video_nodes(pack, com
     torch.save(tiny_video_dit(), f"{folder}/ppvd.pth")
     with pytest.raises(ValueError, match="video model \\(PPVD\\); use the video nodes"):
         pack.NODE_CLASS_MAPPINGS["PPD_LoadModel"]().load("ppvd.pth", "depth_anything_v2_vitl.pth", "auto")
+
+
+def test_tiny_moge2_files_are_told_apart_from_every_other_family():
+    from tiny_models import tiny_moge2_full_checkpoint
+    full = tiny_moge2_full_checkpoint()["model"]
+    assert names(full)[:2] == ["moge2_geometry", "moge2"]                  # geometry first, encoder as well
+    moge1 = {"backbone.patch_embed.proj.weight": torch.zeros(8, 3, 14, 14), "head.projects.0.weight": torch.zeros(1)}
+    assert names(moge1)[0] == "moge1"
+    for other in (tiny_dit_state_dict(), tiny_da2_state_dict(), tiny_moge_checkpoint()["model"], tiny_video_dit()):
+        assert not {"moge2_geometry", "moge1"} & set(names(other))

@@ -34,7 +34,7 @@ def defs(pack):
 def test_expected_workflows_ship_with_thumbnails():
     names = {p.stem for p in WORKFLOWS}
     assert {"ppd_depth_basic", "ppd_controlnet_depth", "ppd_batch_video_frames", "ppd_point_cloud",
-            "ppd_edge_metric"} <= names
+            "ppd_edge_metric", "ppd_metric_point_cloud"} <= names
     for path in WORKFLOWS:
         assert path.with_suffix(".jpg").is_file(), f"{path.name} has no thumbnail"
 
@@ -136,6 +136,25 @@ def test_point_cloud_workflow_saves_files_for_preview3d(pack, env):
     assert glb.endswith(".glb") and (out / glb).is_file() and (out / ply).is_file()
     header = (out / ply).read_bytes()[:200].decode("ascii", "replace")
     assert "element vertex 786432" in header                                 # 1024 x 768: the native grid
+
+
+def test_metric_point_cloud_workflow_uses_moge2_scale_and_camera(pack, env):
+    prompt, result = run(pack, "ppd_metric_point_cloud", env)
+    geometry, = by_type(prompt, "PPD_MoGe2Geometry")
+    to_points, = by_type(prompt, "PPD_DepthToPointCloud")
+    assert prompt[to_points]["inputs"]["geometry"] == [geometry, 0]
+    packet, normal_map, *_ = result.outputs[geometry]
+    assert packet["depth"].shape == (1, 60, 80) and normal_map.shape == (1, 60, 80, 3)
+    assert [i for i in by_type(prompt, "PreviewImage") if prompt[i]["inputs"]["images"] == [geometry, 1]]
+    frame = result.outputs[to_points][0]["frames"][0]
+    assert frame["depth"].shape == (768, 1024)                                # the PPD grid, in metres
+    ref = packet["depth"][0][packet["mask"][0]]
+    assert float(frame["depth"].max()) <= float(ref.max()) + 1e-3             # clipped to MoGe-2's range
+    save, = by_type(prompt, "PPD_SavePointCloud")
+    glb, ply, _ = result.outputs[save]
+    assert prompt[by_type(prompt, "Preview3D")[0]]["inputs"]["model_file"] == [save, 0]
+    out = Path(env.get_output_directory())
+    assert (out / glb).is_file() and (out / ply).is_file()
 
 
 def test_edge_metric_workflow_reports_numbers(pack, env):

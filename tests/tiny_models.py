@@ -47,12 +47,41 @@ def tiny_moge_checkpoint(seed: int = 2) -> dict:
     return {"model_config": config, "model": model}
 
 
+def tiny_moge2_full_checkpoint(seed: int = 3, normal_head: bool = True) -> dict:
+    """{"model_config": ..., "model": ...} of a complete tiny MoGe-2 (encoder, neck, points / normal / mask heads,
+    scale head) in model.pt's layout: random, with a few weights set so the point map is a plausible camera
+    frustum (z ~ exp(0.7)), most pixels are valid and the metric scale is ~e (as the fixture's tiny model)."""
+    from comfyui_ppd.families.moge2.model import ConvStackConfig, MoGe2Config, MoGe2Model
+
+    def stack(dim_in: tuple, out: int | None, blocks: tuple) -> ConvStackConfig:
+        return ConvStackConfig(dim_in, (32, 16, 16, 8, 8), blocks, (None,) * 4 + (out,),
+                               ("conv_transpose",) * 3 + ("bilinear",))
+    head = (32, 16, 16, 8, 8)
+    config = MoGe2Config(neck=stack((66, 2, 2, 2, 2), None, (0, 1, 1, 1, 0)),
+                         points_head=stack(head, 3, (0, 1, 1, 1, 0)), mask_head=stack(head, 1, (0, 1, 1, 1, 0)),
+                         normal_head=stack(head, 3, (0, 1, 1, 1, 0)) if normal_head else None,
+                         scale_head=(64, 32, 1))
+    sd = _randomise(MoGe2Model(MoGe2Encoder(TINY_VIT, [0, 1], 64), config), seed)
+    eye = torch.eye(2)
+    sd["neck.input_blocks.4.weight"][0:2, 0:2, 0, 0] = 20 * eye          # neck carries the view-plane uv
+    sd["points_head.input_blocks.4.weight"][0:2, 0:2, 0, 0] = eye
+    sd["points_head.output_blocks.4.weight"] *= 0.2
+    sd["points_head.output_blocks.4.weight"][0:2, 0:2, 0, 0] += 0.1 * eye   # x, y follow u, v (focal ~ 1)
+    sd["points_head.output_blocks.4.bias"][2] += 0.7                         # log z ~ 0.7
+    sd["mask_head.output_blocks.4.bias"] += 3.0                              # nearly every pixel valid
+    sd["scale_head.2.bias"] += 1.0                                           # metric scale ~ e
+    model_config = {"encoder": {"backbone": "dinov2_tiny14", "intermediate_layers": [0, 1], "dim_out": 64},
+                    "remap_output": "exp", "num_tokens_range": [96, 256]}  # few tokens: fast
+    return {"model_config": model_config, "model": sd}
+
+
 def write_tiny_models(folder: Path) -> dict[str, Path]:
-    """Write ppd.pth, depth_anything_v2_vitl.pth and moge2_vitl_normal.pt (tiny, random) into `folder`."""
+    """Write ppd.pth, depth_anything_v2_vitl.pth and moge2_vitl_normal.pt (tiny, random) into `folder`; the
+    MoGe-2 file is complete (encoder, neck, heads), so it serves as semantic encoder and as geometry model."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"dit": folder / "ppd.pth", "da2": folder / "depth_anything_v2_vitl.pth",
              "moge": folder / "moge2_vitl_normal.pt"}
     torch.save(tiny_dit_state_dict(), paths["dit"])
     torch.save(tiny_da2_state_dict(), paths["da2"])
-    torch.save(tiny_moge_checkpoint(), paths["moge"])
+    torch.save(tiny_moge2_full_checkpoint(), paths["moge"])
     return paths

@@ -48,20 +48,26 @@ class MoGe2Encoder(SemanticEncoder):
     def patch_size(self) -> int:
         return self.backbone.config.patch_size
 
-    def backbone_input(self, image: Tensor, token_px: int = DEFAULT_TOKEN_PX) -> Tensor:
-        """Bilinear antialiased resize of the [0,1] image first, then normalisation by the stored buffers."""
-        x = F.interpolate(image.float(), size=encoder_input_size(*token_grid(image, token_px), self.patch_size),
-                          mode="bilinear", align_corners=False, antialias=True)
+    def backbone_input(self, image: Tensor, token_px: int = DEFAULT_TOKEN_PX, size: tuple[int, int] | None = None
+                       ) -> Tensor:
+        """Bilinear antialiased resize of the [0,1] image first (to `size`, default the `token_px` grid's ViT
+        input), then normalisation by the stored buffers."""
+        size = size or encoder_input_size(*token_grid(image, token_px), self.patch_size)
+        x = F.interpolate(image.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
         x = (x - self.image_mean.float()) / self.image_std.float()
         return x.to(self.backbone.patch_embed.proj.weight.dtype)
 
     def encode(self, x: Tensor, grid_h: int, grid_w: int) -> Tensor:
+        return rearrange(self.feature_map(x, grid_h, grid_w)[0], "b c h w -> b (h w) c")
+
+    def feature_map(self, x: Tensor, grid_h: int, grid_w: int) -> tuple[Tensor, Tensor]:
+        """(B, dim_out, h, w) sum of the projected layers, and the last listed layer's class token (B, D)."""
         layers = self.backbone.tokens(x, self.intermediate_layers)
         grids = [rearrange(t[:, 1:], "b (h w) c -> b c h w", h=grid_h, w=grid_w) for t in layers]
         total = self.output_projections[0](grids[0])
         for grid, proj in zip(grids[1:], self.output_projections[1:]):
             total = total + proj(grid)
-        return rearrange(total, "b c h w -> b (h w) c")
+        return total, layers[-1][:, 0]
 
 
 def evenly_spaced_layers(depth: int, count: int) -> list[int]:
