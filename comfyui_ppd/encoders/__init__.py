@@ -1,0 +1,1 @@
+"""Semantic encoders that turn frames into the tokens a DiT is prompted with."""
