@@ -100,8 +100,12 @@ def describe(tensors: Mapping[str, Tensor]) -> str:
     has = lambda s: any(s in k for k in keys)  # noqa: E731
     if has("model.diffusion_model.") or has("input_blocks.") or has("down_blocks."):
         kind = "a Stable Diffusion / image-generation UNet"
+    elif has(DIT_ANCHOR) and has("temporal_blocks."):
+        kind = "a PPVD video DiT (ppvd.pth)"
     elif has(DIT_ANCHOR) and has("proj_fusion."):
         kind = "a PPD DiT"
+    elif has("encoder.register_tokens") and has("decoder.0.attn.q_norm."):
+        kind = "a Pi3 model (pi3.safetensors)"
     elif has("depth_head.") or has("pretrained." + VIT_ANCHOR):
         kind = "a Depth Anything v2 model"
     elif has("output_projections.") and has("backbone."):
