@@ -31,6 +31,24 @@ def parity() -> Path:
     return path
 
 
+def require_fixture_dir(name: str) -> Path:
+    """../shared/fixtures/<name> beside the clone (or $PPD_<NAME>_DIR); skip when absent, fail under CI=true."""
+    env = os.environ.get(f"PPD_{name.upper()}_DIR")
+    path = Path(env) if env else REPO.parent / "shared" / "fixtures" / name
+    if (path / "README.md").is_file():
+        return path
+    msg = f"golden fixtures not found: expected {path} (or set PPD_{name.upper()}_DIR)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(msg + "; under CI=true they are required")
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def ppvd_fixtures() -> Path:
+    """The PPVD (video model) golden tensors."""
+    return require_fixture_dir("ppvd")
+
+
 @pytest.fixture(scope="session")
 def load_fixture(parity):
     """load_fixture("dit_tiny_cases") -> dict of tensors from that safetensors file."""
