@@ -11,13 +11,14 @@ import torch
 
 from .checkpoints import Source, build_dit, dit_part, encoder_part, load_strict, read_checkpoint
 from .errors import CheckpointError, InputError, PPDError
+from .families.ppvd import VideoDepthPipeline
 from .models.dit import PPDDiT
 from .models.encoders import SemanticEncoder
 from .pipeline import DepthResult, PPDPipeline, Prepared
 from .sampling import sampling_timesteps
 
 __all__ = ["load_dit", "load_semantic_encoder", "sampling_timesteps", "PPDPipeline", "Prepared",
-           "DepthResult", "PPDError", "CheckpointError", "InputError"]
+           "DepthResult", "VideoDepthPipeline", "PPDError", "CheckpointError", "InputError"]
 __version__ = "0.1.0"
 
 

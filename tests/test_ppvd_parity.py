@@ -26,12 +26,20 @@ import torch
 from safetensors.torch import load_file
 
 from comfyui_ppd.checkpoints import CheckpointError
-from comfyui_ppd.families.ppvd import (VideoDepthPipeline, align_windows, fit_scale_shift_f32, is_pi3, is_video_dit,
-                                       load_pi3, load_video_dit, window_plan)
+from comfyui_ppd.encoders.pi3 import decoder_positions
+from comfyui_ppd.families.ppvd import (
+    VideoDepthPipeline,
+    align_windows,
+    fit_scale_shift_f32,
+    is_pi3,
+    is_video_dit,
+    load_pi3,
+    load_video_dit,
+    window_plan,
+)
 from comfyui_ppd.families.ppvd.dit import sincos_2d
 from comfyui_ppd.families.ppvd.flops import dit_step_work, pi3_work
 from comfyui_ppd.families.ppvd.pipeline import network_frames
-from comfyui_ppd.encoders.pi3 import decoder_positions
 from comfyui_ppd.models.dit import TimestepEmbedder
 from comfyui_ppd.models.layers import apply_rope_2d, rope_tables_from_positions
 from comfyui_ppd.sampling import sampling_timesteps
@@ -94,7 +102,7 @@ def test_dit_outputs(dit, fx, case):
 def test_dit_intermediates(dit, fx):
     f = fx("dit_video_tiny_cases")
     seen: dict[str, torch.Tensor] = {}
-    record = lambda name: lambda m, i, o: seen.__setitem__(name, o)  # noqa: E731
+    record = lambda name: lambda m, i, o: seen.__setitem__(name, o)
     hooks = [dit.t_embedder.register_forward_hook(record("t_emb")),
              dit.x_embedder.register_forward_hook(record("x_patch")),
              dit.final_layer.register_forward_hook(record("final_layer_out")),

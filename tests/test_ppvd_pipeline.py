@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_ppvd import PROCESS_SIZE, tiny_pi3, tiny_video_dit, write_tiny_ppvd
 
 from comfyui_ppd.checkpoints import CheckpointError
 from comfyui_ppd.errors import InputError
-from comfyui_ppd.families.ppvd import (VideoDepthPipeline, is_pi3, is_video_dit, load_pi3, load_video_dit,
-                                       window_plan)
+from comfyui_ppd.families.ppvd import (
+    VideoDepthPipeline,
+    is_pi3,
+    is_video_dit,
+    load_pi3,
+    load_video_dit,
+    window_plan,
+)
 from comfyui_ppd.families.ppvd.flops import dit_step_work, pi3_work
-from tiny_ppvd import PROCESS_SIZE, tiny_pi3, tiny_video_dit, write_tiny_ppvd
 
 
 @pytest.fixture(scope="module")
@@ -158,8 +164,9 @@ def test_bad_noise_steps_and_sizes(pipe, files):
         pipe(clip(2), steps=0)
     with pytest.raises(InputError, match="multiples of 32"):
         VideoDepthPipeline(pipe.dit, pipe.encoder, process_size=(48, 64))
-    from comfyui_ppd import load_semantic_encoder
     from tiny_models import write_tiny_models
+
+    from comfyui_ppd import load_semantic_encoder
     with pytest.raises(InputError, match="pair ppvd.pth with pi3.safetensors"):
         VideoDepthPipeline(pipe.dit, load_semantic_encoder(write_tiny_models(files["pi3"].parent / "img")["da2"]))
 

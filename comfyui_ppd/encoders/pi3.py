@@ -10,8 +10,8 @@ The point, confidence and camera decoders of pi3.safetensors are not built.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +20,12 @@ from torch import Tensor, nn
 from ..errors import CheckpointError
 from ..models.dinov2 import DinoVisionTransformer, LayerScale, ViTConfig
 from ..models.dit import Attention
-from ..models.encoders import IMAGENET_MEAN, IMAGENET_STD, SemanticEncoder, encoder_input_size
+from ..models.encoders import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SemanticEncoder,
+    encoder_input_size,
+)
 from ..models.layers import Mlp, rope_tables_from_positions
 
 ROPE_BASE = 100.0
@@ -30,8 +35,8 @@ ROPE_BASE = 100.0
 class Pi3Config:
     """Sizes of the semantic path; head counts are not stored for the encoder (64-dim heads by default)."""
 
-    encoder: ViTConfig = ViTConfig(num_register_tokens=4, interpolate_offset=0.0, interpolate_antialias=True,
-                                   mask_token=False)
+    encoder: ViTConfig = field(default_factory=lambda: ViTConfig(
+        num_register_tokens=4, interpolate_offset=0.0, interpolate_antialias=True, mask_token=False))
     width: int = 1024
     depth: int = 36
     num_heads: int = 16

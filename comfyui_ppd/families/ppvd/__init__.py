@@ -7,7 +7,7 @@ windowed pipeline and their loaders.
 from __future__ import annotations
 
 import warnings
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 
@@ -20,9 +20,23 @@ from .align import WindowAligner, align_windows, fit_scale_shift_f32
 from .dit import VideoDiT, VideoDiTConfig, config_from, sincos_2d
 from .pipeline import VideoDepthPipeline, VideoDepthResult, validate_frames, window_plan
 
-__all__ = ["VideoDiT", "VideoDiTConfig", "config_from", "Pi3Semantics", "VideoDepthPipeline", "VideoDepthResult",
-           "load_video_dit", "load_pi3", "is_video_dit", "is_pi3", "window_plan", "validate_frames",
-           "fit_scale_shift_f32", "WindowAligner", "align_windows"]
+__all__ = [
+    "Pi3Semantics",
+    "VideoDepthPipeline",
+    "VideoDepthResult",
+    "VideoDiT",
+    "VideoDiTConfig",
+    "WindowAligner",
+    "align_windows",
+    "config_from",
+    "fit_scale_shift_f32",
+    "is_pi3",
+    "is_video_dit",
+    "load_pi3",
+    "load_video_dit",
+    "validate_frames",
+    "window_plan",
+]
 
 VIDEO_DIT_ANCHOR = "temporal_blocks.0.attn.qkv.weight"
 PI3_ANCHOR = "encoder.register_tokens"

@@ -10,8 +10,8 @@ runs before each of blocks 22..24 -> adaLN final layer -> velocity (N,1,H,W). Th
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import torch
 import torch.nn.functional as F

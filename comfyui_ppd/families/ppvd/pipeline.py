@@ -9,8 +9,8 @@ alignment of each window to the previous ones (align.py). Only the depth output 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -26,7 +26,7 @@ from .dit import VideoDiT
 WINDOW = 16                   # frames per window
 STRIDE = WINDOW - OVERLAP     # 13 new frames per later window
 BGR = [2, 1, 0]               # the official pipeline converts to RGB twice: the networks see B,G,R
-Frames = Union[Tensor, Sequence[Tensor]]
+Frames = Tensor | Sequence[Tensor]
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -116,7 +116,11 @@ class VideoDepthResult:
 
 class VideoDepthPipeline:
     """`pipe(frames, steps=4, noise=None, generator=None)` -> depth (N,1,H,W), larger = farther, aligned
-    across windows; frames (N,3,H,W) RGB in [0,1] (or a list of (3,H,W)), any N >= 1."""
+    across windows; frames (N,3,H,W) RGB in [0,1] (or a list of (3,H,W)), any N >= 1.
+
+    1-3 frames (an official crash) are padded with copies of the last frame to one 16-frame window, the
+    official rule for 4-15 frames; the result equals running that padded clip and keeping the first N.
+    """
 
     def __init__(self, dit: VideoDiT, encoder: SemanticEncoder, *, process_size: tuple[int, int] = (512, 512),
                  autocast: torch.dtype | None | str = "auto") -> None:
