@@ -121,3 +121,94 @@ def format_table(rows: list[dict]) -> str:
 if __name__ == "__main__":
     print(f"{HEIGHT}x{WIDTH} px, horizontal FOV {FOV_DEG:g} deg, wall at {WALL_Z:g} m")
     print(format_table(blur_table()))
+
+
+# --- a textured room for the example inputs and the video (flicker) tests -----------------------
+ROOM_WALL_Z, ROOM_FLOOR_Y = 6.0, 1.2
+
+
+def _hit_box(origin: torch.Tensor, d: torch.Tensor, lo: tuple, hi: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ray/axis-aligned box hit distance t (inf when missed) and the hit face's normal axis (0, 1, 2)."""
+    lo_t, hi_t = d.new_tensor(lo), d.new_tensor(hi)
+    inv = 1.0 / torch.where(d.abs() < 1e-12, torch.full_like(d, 1e-12), d)
+    t0, t1 = (lo_t - origin) * inv, (hi_t - origin) * inv
+    near, far = torch.minimum(t0, t1), torch.maximum(t0, t1)
+    t_in, axis = near.max(-1)
+    t_out = far.min(-1).values
+    hit = (t_in <= t_out) & (t_in > 0)
+    return torch.where(hit, t_in, torch.full_like(t_in, math.inf)), axis
+
+
+def room_view(height: int, width: int, camera_x: float = 0.0, fov_deg: float = FOV_DEG
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ray-cast a room (checkered back wall at 6 m, tiled floor, a box and a sphere) from a camera at
+    (camera_x, 0, 0) looking down +z. Returns RGB (3, H, W) in [0, 1] and metric depth z (H, W), float32."""
+    d = rays(height, width, fov_deg)                                         # (H, W, 3), z = 1
+    o = d.new_tensor([camera_x, 0.0, 0.0])
+    big = torch.full(d.shape[:2], math.inf, dtype=d.dtype)
+    t_wall = torch.where(d[..., 2] > 0, (ROOM_WALL_Z - o[2]) / d[..., 2], big)
+    t_floor = torch.where(d[..., 1] > 1e-9, (ROOM_FLOOR_Y - o[1]) / d[..., 1].clamp_min(1e-9), big)
+    t_box, box_axis = _hit_box(o, d, (-1.3, 0.2, 3.0), (-0.3, ROOM_FLOOR_Y, 3.8))
+    c = d.new_tensor([0.9, 0.45, 3.3])
+    oc = o - c
+    bq, cq = (d * oc).sum(-1), (oc * oc).sum() - 0.75 ** 2
+    aq = (d * d).sum(-1)
+    disc = bq ** 2 - aq * cq
+    t_sphere = torch.where(disc > 0, (-bq - disc.clamp_min(0).sqrt()) / aq, big)
+    ts = torch.stack([t_wall, t_floor, t_box, t_sphere])                     # (4, H, W)
+    t, which = ts.min(0)
+    p = o + d * t[..., None]                                                 # hit points (H, W, 3)
+    light = d.new_tensor([-0.4, -0.8, -0.45])                                # towards the light
+    light = light / light.norm()
+    normal = torch.zeros_like(p)
+    normal[..., 2] = -1.0                                                    # wall faces the camera
+    floor = which == 1
+    normal[floor] = d.new_tensor([0.0, -1.0, 0.0])
+    box = which == 2
+    axis_n = torch.zeros_like(p).scatter_(-1, box_axis[..., None], 1.0) * -torch.sign(d)
+    normal[box] = axis_n[box]
+    sphere = which == 3
+    normal[sphere] = ((p - c) / 0.75)[sphere]
+    shade = 0.3 + 0.7 * (normal @ light).clamp_min(0)
+    checker = ((torch.floor(p[..., 0] * 2) + torch.floor(p[..., 1] * 2)) % 2)           # wall: 0.5 m tiles
+    tiles = ((torch.floor(p[..., 0] * 1.5) + torch.floor(p[..., 2] * 1.5)) % 2)         # floor
+    albedo = torch.stack([0.75 - 0.25 * checker, 0.72 - 0.2 * checker, 0.65 - 0.15 * checker], -1)
+    albedo[floor] = torch.stack([0.55 - 0.2 * tiles, 0.4 - 0.15 * tiles, 0.3 - 0.1 * tiles], -1)[floor]
+    albedo[box] = d.new_tensor([0.2, 0.45, 0.8])
+    albedo[sphere] = d.new_tensor([0.85, 0.3, 0.25])
+    rgb = (albedo * shade[..., None]).clamp(0, 1).permute(2, 0, 1)
+    return rgb.float(), (t * d[..., 2]).float()
+
+
+def pan_clip(frames: int, height: int, width: int, pan_m: float = 0.6) -> tuple[torch.Tensor, torch.Tensor]:
+    """A camera panning sideways by `pan_m` metres over the room: RGB (N,3,H,W) and metric depth (N,H,W)."""
+    views = [room_view(height, width, camera_x=pan_m * (i / max(frames - 1, 1) - 0.5)) for i in range(frames)]
+    return torch.stack([v[0] for v in views]), torch.stack([v[1] for v in views])
+
+
+def write_examples(folder: str) -> None:
+    """The pack's example inputs (examples/): a still of the room and a short pan as an animated WebP."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    to_pil = lambda x: Image.fromarray((x.permute(1, 2, 0) * 255).round().byte().numpy())  # noqa: E731
+    to_pil(room_view(384, 512)[0]).save(out / "ppd_example.png", optimize=True)
+    frames = [to_pil(f) for f in pan_clip(8, 192, 256)[0]]
+    frames[0].save(out / "ppd_frames.webp", save_all=True, append_images=frames[1:], quality=90, duration=125, loop=0)
+
+
+def write_example_clip(path: str, frames: int = 24, height: int = 192, width: int = 256, fps: int = 12) -> None:
+    """The pack's example video (examples/ppd_clip.mp4): the room pan as H.264 (needs PyAV)."""
+    import av
+
+    clip = (pan_clip(frames, height, width)[0].permute(0, 2, 3, 1) * 255).round().byte().numpy()
+    with av.open(path, "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": "20"}
+        for rgb in clip:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
+        container.mux(stream.encode())

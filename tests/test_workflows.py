@@ -50,6 +50,17 @@ def test_workflow_wiring(pack, path):
     assert not third_party, f"nodes from other packs: {third_party}"
 
 
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_workflow_is_fresh_install_friendly(path):
+    """Fixed seeds (a colour-map tweak must not re-run the sampler), and no download metadata the
+    frontend refuses: its Missing Models dialog only accepts .safetensors/.sft URLs."""
+    workflow = json.loads(path.read_text())
+    for node in workflow["nodes"]:
+        assert "randomize" not in (node.get("widgets_values") or []), f"{path.name}: node {node['id']} randomizes"
+        for model in (node.get("properties") or {}).get("models", []):
+            assert model["url"].endswith((".safetensors", ".sft")), f"{path.name}: {model['name']}"
+
+
 def run(pack, name, env):
     workflow = json.loads((Path(__file__).resolve().parents[1] / "workflows" / f"{name}.json").read_text())
     prompt = cw.ui_to_api(workflow, defs(pack))
