@@ -32,6 +32,26 @@ def fit_scale_shift_f32(prediction: Tensor, target: Tensor, mask: Tensor | None 
     return float((a11 * b0 - a01 * b1) / det), float((-a01 * b0 + a00 * b1) / det)
 
 
+def fit_scale_shift(prediction: Tensor, target: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Batched, float64 form of the same normal equations: (B, ...) maps -> (B, 2) of (s, b) per item.
+
+    For measuring (temporal.py), not for parity. An item whose masked prediction is constant (det below
+    1e-12 of a00 * a11: no scale can be told apart from a shift) gets s = 1 and the mean offset as b; an
+    item with no masked pixel gets (1, 0).
+    """
+    p = prediction.detach().flatten(1).to("cpu", torch.float64)
+    t = target.detach().flatten(1).to("cpu", torch.float64)
+    m = torch.ones_like(p) if mask is None else mask.detach().flatten(1).to("cpu", torch.float64)
+    a00, a01, a11 = (m * p * p).sum(1), (m * p).sum(1), m.sum(1)
+    b0, b1 = (m * p * t).sum(1), (m * t).sum(1)
+    det = a00 * a11 - a01 * a01
+    solvable = det > 1e-12 * a00 * a11
+    safe = torch.where(solvable, det, torch.ones_like(det))
+    s = torch.where(solvable, (a11 * b0 - a01 * b1) / safe, torch.ones_like(det))
+    b = torch.where(solvable, (-a01 * b0 + a00 * b1) / safe, (b1 - a01) / a11.clamp_min(1))
+    return torch.stack([s, b], 1)
+
+
 class WindowAligner:
     """Feed window predictions (F, H, W) in order (F = 16 frames); `add` returns the aligned frames that window contributes.
 
