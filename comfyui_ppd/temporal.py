@@ -163,6 +163,8 @@ def _frames(depth: Tensor) -> Tensor:
 def _static_mask(static: Tensor | None, d: Tensor) -> Tensor | None:
     if static is None:
         return None
+    if not isinstance(static, Tensor):
+        raise InputError(f"the static mask must be a bool tensor (N,H,W) or (H,W), got {type(static).__name__}.")
     n, h, w = d.shape
     m = static[:, 0] if static.ndim == 4 and static.shape[1] == 1 else static
     if m.ndim == 2:

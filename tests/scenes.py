@@ -317,8 +317,8 @@ def flicker_table(frames: int = 24, height: int = 72, width: int = 96) -> list[d
 
 def format_flicker_table(rows: list[dict]) -> str:
     """Markdown table of ``flicker_table`` rows."""
-    lines = ["| clip | depth | static px | injected spread, scale / shift | per-frame scale spread | per-frame shift "
-             "spread | scale jumps (RMS) | shift jumps (RMS) | mean abs change | after scale/shift fit |",
+    lines = [("| clip | depth | static px | injected spread, scale / shift | per-frame scale spread | per-frame shift "
+              "spread | scale jumps (RMS) | shift jumps (RMS) | mean abs change | after scale/shift fit |"),
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         inj = r["injected"]

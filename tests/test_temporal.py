@@ -8,8 +8,17 @@ import math
 
 import pytest
 import torch
-from scenes import (WINDOW_JITTER, background_mask, frame_windows, jitter_frames, pan_clip, ppd_video, still_clip,
-                    unaligned_video, window_predictions)
+from scenes import (
+    WINDOW_JITTER,
+    background_mask,
+    frame_windows,
+    jitter_frames,
+    pan_clip,
+    ppd_video,
+    still_clip,
+    unaligned_video,
+    window_predictions,
+)
 
 from comfyui_ppd.errors import InputError
 from comfyui_ppd.families.ppvd import align_windows, fit_scale_shift_f32
@@ -131,7 +140,7 @@ def test_pipeline_alignment_removes_window_jitter(monkeypatch):
 
     rgb, metric = pan_clip(40, 32, 64)                            # 40 frames: 3 windows, the last one padded
     clean, mask = ppd_video(metric), background_mask(metric)
-    windows, plan = window_predictions(clean)
+    windows, _ = window_predictions(clean)
     pipe = VideoDepthPipeline(tiny_video_dit(), tiny_pi3(), process_size=(32, 64))
     calls = []
 
