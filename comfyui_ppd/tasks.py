@@ -7,13 +7,19 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import Tensor
 
-from . import geometry, imaging, load_dit, load_semantic_encoder, metrics
+from . import geometry, imaging, metrics, registry
 from .checkpoints import Source
+from .encoders.base import ENCODER_EXPECTED, ENCODER_FIX, SemanticEncoder
+from .families.ppd import EXPECTED as DIT_EXPECTED
+from .families.ppd import FIX as DIT_FIX
+from .families.ppd.dit import PPDDiT
 from .families.ppd.pipeline import DepthResult, PPDPipeline, Prepared
+from .families.ppvd import VideoDepthPipeline, load_pi3, load_video_dit
 from .io import images
 from .runtime import Precision
 
@@ -23,9 +29,12 @@ DEPTH_FILES = ("png16", "color", "npy", "exr")
 
 def load_pipeline(dit: Source, encoder: Source, precision: Precision, *, device: torch.device | str = "cpu",
                   area: int = imaging.DEFAULT_AREA, compile: bool | str = False) -> PPDPipeline:
-    """DiT and semantic encoder loaded in the policy's weight dtype, run under its autocast."""
-    return PPDPipeline(load_dit(dit, device=device, dtype=precision.weights),
-                       load_semantic_encoder(encoder, device=device, dtype=precision.weights),
+    """The image DiT and its semantic encoder loaded in the policy's weight dtype, run under its autocast; the
+    video model's files are refused with their advice (use the video nodes)."""
+    w = precision.weights
+    return PPDPipeline(cast(PPDDiT, registry.load(dit, ("ppd",), DIT_EXPECTED, DIT_FIX, device=device, dtype=w)),
+                       cast(SemanticEncoder, registry.load(encoder, ("da2", "moge2"), ENCODER_EXPECTED, ENCODER_FIX,
+                                                           device=device, dtype=w)),
                        area=area, autocast=precision.autocast, compile=compile)
 
 
@@ -92,3 +101,13 @@ def evaluate_edges(depth: Tensor, kind: str, focal_px: float, *, near: float = 1
         result.update(metrics.edge_point_metrics(depth, gt, focal_px, kind=kind))
     heat = metrics.flying_heatmap(result["flying_mask"], metric if background is None else background)
     return result, heat
+
+
+# --- video (PPVD) --------------------------------------------------------------------------------------
+def load_video_pipeline(dit: Source, encoder: Source, precision: Precision, *, device: torch.device | str = "cpu",
+                        process_size: tuple[int, int] = (512, 512)) -> VideoDepthPipeline:
+    """The video DiT (ppvd.pth) and Pi3 (pi3.safetensors) in the policy's weight dtype, run under its autocast;
+    image-model files are refused with their advice (use the image nodes)."""
+    w = precision.weights
+    return VideoDepthPipeline(load_video_dit(dit, device, w), load_pi3(encoder, device, w),
+                              process_size=process_size, autocast=precision.autocast)

@@ -36,36 +36,43 @@ def _install_comfyui() -> bool:
 REAL_COMFY = _install_comfyui()
 
 
-def parity_dir() -> Path | None:
-    """The official-code golden tensors: $PPD_PARITY_DIR, else ../shared/fixtures/parity beside the clone."""
-    env = os.environ.get("PPD_PARITY_DIR")
-    path = Path(env) if env else REPO.parent / "shared" / "fixtures" / "parity"
-    return path if (path / "README.md").is_file() else None
+def fixture_path(name: str) -> Path:
+    """Where ../shared/fixtures/<name> is: $PPD_<NAME>_DIR, else beside $PPD_PARITY_DIR, else beside the clone."""
+    env = os.environ.get(f"PPD_{name.upper()}_DIR")
+    if env:
+        return Path(env)
+    parity_env = os.environ.get("PPD_PARITY_DIR")
+    return (Path(parity_env).parent if parity_env else REPO.parent / "shared" / "fixtures") / name
+
+
+def require_fixture_dir(name: str) -> Path:
+    """The fixture folder `name` (with its README.md); skip when absent, fail under CI=true."""
+    path = fixture_path(name)
+    if (path / "README.md").is_file():
+        return path
+    msg = (f"golden fixtures not found: expected {path} (../shared/fixtures/{name} beside the clone, "
+           f"or set PPD_{name.upper()}_DIR)")
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(msg + "; under CI=true they are required")
+    pytest.skip(msg)
+
+
+def fixture_json(name: str, file: str = "real_checkpoint_shapes.json") -> dict:
+    """A JSON file of the fixture folder `name` (skips/fails like require_fixture_dir)."""
+    import json
+    return json.loads((require_fixture_dir(name) / file).read_text())
 
 
 @pytest.fixture(scope="session")
 def parity() -> Path:
-    path = parity_dir()
-    if path is None:
-        msg = ("golden fixtures not found: expected ../shared/fixtures/parity beside the clone "
-               "(or set PPD_PARITY_DIR)")
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg + "; under CI=true they are required")
-        pytest.skip(msg)
-    return path
+    """The PPD image-model golden tensors."""
+    return require_fixture_dir("parity")
 
 
-def fixture_json(name: str, file: str = "real_checkpoint_shapes.json") -> dict:
-    """A JSON file of ../shared/fixtures/<name> beside the clone; skips when absent (fails under CI=true)."""
-    path = (Path(os.environ["PPD_PARITY_DIR"]).parent if os.environ.get("PPD_PARITY_DIR")
-            else REPO.parent / "shared" / "fixtures") / name / file
-    if not path.is_file():
-        msg = f"fixture {path} not found (../shared/fixtures beside the clone)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg + "; under CI=true it is required")
-        pytest.skip(msg)
-    import json
-    return json.loads(path.read_text())
+@pytest.fixture(scope="session")
+def ppvd_fixtures() -> Path:
+    """The PPVD (video model) golden tensors."""
+    return require_fixture_dir("ppvd")
 
 
 @pytest.fixture(scope="session")
