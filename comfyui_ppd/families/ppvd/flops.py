@@ -1,4 +1,4 @@
-"""Analytic FLOP count of one PPVD window (16 frames), in the convention of comfyui_ppd.bench.
+"""Analytic FLOP count of one PPVD window (16 frames), in the convention of families/ppd/flops.py (Gemm, Work).
 
 A matmul (m x k)(k x n) is 2*m*k*n FLOP; attention is 4*B*S^2*width per layer; elementwise work, norms,
 softmax, pooling and resizes are ignored. F frames per window, Nc = (h/16)(w/16) coarse tokens, Nf = 4*Nc,
