@@ -4,6 +4,7 @@ from .metrics import PPD_EdgeMetricPreview
 from .model import PPD_LoadModel, register_model_folder
 from .pointcloud import PPD_DepthToPointCloud, PPD_SavePointCloud
 from .render import PPD_DepthRender, PPD_SaveDepth
+from .video import PPD_FlickerMetric, PPD_LoadVideoModel, PPD_VideoDepth
 
 register_model_folder()
 
@@ -16,6 +17,9 @@ NODE_CLASS_MAPPINGS = {
     "PPD_DepthToPointCloud": PPD_DepthToPointCloud,
     "PPD_SavePointCloud": PPD_SavePointCloud,
     "PPD_EdgeMetricPreview": PPD_EdgeMetricPreview,
+    "PPD_LoadVideoModel": PPD_LoadVideoModel,
+    "PPD_VideoDepth": PPD_VideoDepth,
+    "PPD_FlickerMetric": PPD_FlickerMetric,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
     "PPD_LoadModel": "Load PPD Model (PPD)",
@@ -26,4 +30,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "PPD_DepthToPointCloud": "PPD Depth to Point Cloud (PPD)",
     "PPD_SavePointCloud": "Save Point Cloud (PPD)",
     "PPD_EdgeMetricPreview": "PPD Edge Metric Preview (PPD)",
+    "PPD_LoadVideoModel": "Load PPD Video Model (PPD)",
+    "PPD_VideoDepth": "PPD Video Depth (PPD)",
+    "PPD_FlickerMetric": "PPD Flicker Metric (PPD)",
 }

@@ -193,3 +193,15 @@ def test_flop_formula_matches_a_count_on_tiny_models():
     with FlopCounterMode(display=False, custom_mapping=mapping) as counter, torch.no_grad():
         enc(torch.rand(16, 3, h, w))
     assert counter.get_total_flops() == pi3_work(enc.config, h, w).flop
+
+
+def test_google_drive_page_saved_as_ppvd_is_named(tmp_path):
+    """ppvd.pth is on Google Drive only; its "can't scan for viruses" page saved in its place is recognised
+    by comfyui_ppd.filecheck (from the firsthour branch) with the catalogue's instructions."""
+    pytest.importorskip("comfyui_ppd.filecheck", reason="comfyui_ppd.filecheck is not merged on this branch yet")
+    page = tmp_path / "ppvd.pth"
+    page.write_text("<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head><body>"
+                    "Google Drive can't scan this file for viruses.</body></html>")
+    with pytest.raises(CheckpointError, match="Google Drive") as info:
+        load_video_dit(page)
+    assert "ppvd.pth is only on Google Drive" in str(info.value)

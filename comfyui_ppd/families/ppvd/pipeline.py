@@ -162,6 +162,17 @@ class VideoDepthPipeline:
         return (contextlib.nullcontext() if dtype is None
                 else torch.autocast(device_type=self.device.type, dtype=dtype))
 
+    def activation_bytes(self) -> int:
+        """Peak activation memory of one window, an estimate like PPDPipeline's: ~12 (tokens, width) tensors
+        for the 16 frames' fine-grid DiT tokens or Pi3's tokens, whichever is larger (4 bytes each in fp32,
+        ~3 under half-precision autocast); SDPA keeps no N^2 score matrix."""
+        h, w = self.process_size
+        c = self.dit.config
+        dit = (h // c.patch_size) * (w // c.patch_size) * c.hidden_size
+        pi3 = ((h // 16) * (w // 16) + 5) * self.encoder.semantic_dim // 2
+        compute = self.autocast_dtype() or self.weight_dtype
+        return 12 * WINDOW * max(dit, pi3) * (4 if compute == torch.float32 else 3)
+
     def noise(self, noise: Tensor | None, generator: torch.Generator | None) -> Tensor:
         """The (16,1,h,w) initial latent shared by every window: given, drawn from `generator`, or global RNG."""
         shape = (WINDOW, 1, *self.process_size)
