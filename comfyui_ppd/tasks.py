@@ -133,20 +133,23 @@ def predict_video(pipe: VideoDepthPipeline, frames: Frames, *, steps: int = 4, s
     return pipe.run(frames, steps, noise=video_noise(pipe, seed), callback=progress)
 
 
-def video_seconds(pipe: VideoDepthPipeline, num_frames: int, steps: int = 4) -> float:
-    """A rough run time: the clip's FLOP (families/ppvd/flops.py) over this device's measured fp32 matmul rate."""
-    h, w = pipe.process_size
-    per_window = window_flop(pipe.dit.config, cast(Pi3Semantics, pipe.encoder).config, h, w, steps)
-    flop = len(window_plan(num_frames)) * per_window
-    a = torch.ones(512, 512, device=pipe.device)
+def matmul_rate(device: torch.device) -> float:
+    """FLOP/s of a 512x512 fp32 matmul on `device`, measured now (a few ms)."""
+    a = torch.ones(512, 512, device=device)
     a @ a                                                                                # warm-up
     start = time.perf_counter()
     for _ in range(4):
         a @ a
-    if pipe.device.type == "cuda":
-        torch.cuda.synchronize(pipe.device)
-    rate = 4 * 2 * 512 ** 3 / max(time.perf_counter() - start, 1e-9)
-    return flop / rate
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return 4 * 2 * 512 ** 3 / max(time.perf_counter() - start, 1e-9)
+
+
+def video_seconds(pipe: VideoDepthPipeline, num_frames: int, steps: int = 4) -> float:
+    """A rough run time: the clip's FLOP (families/ppvd/flops.py) over this device's measured matmul rate."""
+    h, w = pipe.process_size
+    per_window = window_flop(pipe.dit.config, cast(Pi3Semantics, pipe.encoder).config, h, w, steps)
+    return len(window_plan(num_frames)) * per_window / matmul_rate(pipe.device)
 
 
 def long_video_warning(pipe: VideoDepthPipeline, num_frames: int, steps: int = 4,

@@ -121,13 +121,16 @@ def test_long_clip_on_cpu_warns_with_an_estimate(pack, comfy_env, video_model, m
     assert summary.splitlines()[0] in ui["text"][0]
 
 
-def test_time_estimate_is_flop_over_measured_rate(pack, video_model):
-    """video_seconds grows with the number of windows (1-16 frames: 1 window; 17-29: 2)."""
+def test_time_estimate_is_flop_over_measured_rate(pack, video_model, monkeypatch):
+    """video_seconds = windows x window FLOP / the measured matmul rate (1-16 frames: 1 window; 17-29: 2)."""
     tasks = pack.comfyui_ppd.tasks
-    pipe = video_model.at_size(32, 32)
+    from comfyui_ppd.families.ppvd.flops import window_flop
+    pipe = video_model.at_size(32, 64)
+    assert tasks.matmul_rate(pipe.device) > 0
+    monkeypatch.setattr(tasks, "matmul_rate", lambda device: 1e9)
+    flop = window_flop(pipe.dit.config, pipe.encoder.config, 32, 64, 4)
+    assert tasks.video_seconds(pipe, 16) == flop / 1e9 and tasks.video_seconds(pipe, 29) == 2 * flop / 1e9
     assert tasks.long_video_warning(pipe, 2, limit_s=1e9) is None
-    one, two = tasks.video_seconds(pipe, 16), tasks.video_seconds(pipe, 29)
-    assert 0 < one and 1.2 < two / one < 3                # twice the FLOP; the measured rate may wobble
 
 
 def test_flicker_metric_on_one_frame_and_bad_input(pack):
