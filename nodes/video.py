@@ -41,8 +41,7 @@ class PPDVideoModel:
 
     def at_size(self, height: int, width: int) -> VideoDepthPipeline:
         """The same weights at another processing size (height, width)."""
-        p = self.pipeline
-        return VideoDepthPipeline(p.dit, p.encoder, process_size=(height, width), autocast=p._autocast)
+        return self.pipeline.at_size((height, width))
 
     def load(self, pipe: VideoDepthPipeline) -> None:
         """Ask ComfyUI for room (weights + one window's activations) and move the weights to the GPU."""

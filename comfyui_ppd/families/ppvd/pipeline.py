@@ -143,6 +143,10 @@ class VideoDepthPipeline:
         self.dit, self.encoder, self.process_size = dit, encoder, (h, w)
         self._autocast = autocast
 
+    def at_size(self, process_size: tuple[int, int]) -> VideoDepthPipeline:
+        """The same weights and precision at another processing size (height, width)."""
+        return VideoDepthPipeline(self.dit, self.encoder, process_size=process_size, autocast=self._autocast)
+
     @property
     def device(self) -> torch.device:
         return self.dit.x_embedder.proj.weight.device
