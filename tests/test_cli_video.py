@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_ppvd import write_tiny_ppvd
 
 from comfyui_ppd import cli
+from tiny_ppvd import write_tiny_ppvd
 
 av = pytest.importorskip("av", reason="video decoding needs PyAV")
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from tiny_ppvd import write_tiny_ppvd
 
 from tiny_models import tiny_dit_state_dict
+from tiny_ppvd import write_tiny_ppvd
 
 FAST = {"process_width": 32, "process_height": 32}       # the smallest size the video DiT takes
 

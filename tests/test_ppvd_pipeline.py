@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_ppvd import PROCESS_SIZE, tiny_pi3, tiny_video_dit, write_tiny_ppvd
 
 from comfyui_ppd.checkpoints import CheckpointError
 from comfyui_ppd.errors import InputError
@@ -15,6 +14,7 @@ from comfyui_ppd.families.ppvd import (
     window_plan,
 )
 from comfyui_ppd.families.ppvd.flops import dit_step_work, pi3_work
+from tiny_ppvd import PROCESS_SIZE, tiny_pi3, tiny_video_dit, write_tiny_ppvd
 
 
 @pytest.fixture(scope="module")

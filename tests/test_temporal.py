@@ -134,9 +134,8 @@ def test_window_alignment_removes_window_jitter():
 
 def test_pipeline_alignment_removes_window_jitter(monkeypatch):
     """VideoDepthPipeline with a stand-in for the networks that predicts exact depth with a scale/shift per window."""
-    from tiny_ppvd import tiny_pi3, tiny_video_dit
-
     from comfyui_ppd import VideoDepthPipeline
+    from tiny_ppvd import tiny_pi3, tiny_video_dit
 
     rgb, metric = pan_clip(40, 32, 64)                            # 40 frames: 3 windows, the last one padded
     clean, mask = ppd_video(metric), background_mask(metric)
