@@ -1,13 +1,16 @@
-"""The one least-squares line fit y = a*x + b (weighted, batched), and its robust 1-D variant.
+"""The one least-squares line fit y = a*x + b (weighted, batched), its robust 1-D variant, and the official
+video pipeline's float32 fit (different numerics on purpose: bit-exact parity with its window alignment).
 
 Every alignment in the engine goes through here: the seed ensemble (pipeline), the ground-truth fit of the
-edge metrics and the metric-scale fit of the geometry.
+edge metrics, the metric-scale fit of the geometry, the flicker metric (temporal.py, `fit_affine` in
+float64) and PPVD's window alignment (`fit_scale_shift_f32`).
 """
 from __future__ import annotations
 
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -76,3 +79,22 @@ def _repeated_median_start(x: torch.Tensor, y: torch.Tensor, samples: int = 512)
     a = float(slopes.nanmedian(1).values.nanmedian())
     a = 0.0 if math.isnan(a) else a
     return a, float((y - a * x).median())
+
+
+def fit_scale_shift_f32(prediction: Tensor, target: Tensor, mask: Tensor | None = None) -> tuple[float, float]:
+    """(s, b) minimising sum mask * (s * prediction + b - target)^2, by the official float32 normal equations.
+
+    The five sums are numpy float32 sums (pairwise summation over the flattened arrays), det and the
+    solution float32 scalars, so the result is bit-identical to the official video alignment (`fit_affine`
+    centres the data first, which is better conditioned but not bit-equal). det == 0 exactly (e.g. a
+    constant prediction) gives the identity (1, 0); nothing else is guarded.
+    """
+    p = prediction.detach().to("cpu", torch.float32).contiguous().numpy()
+    t = target.detach().to("cpu", torch.float32).contiguous().numpy()
+    m = np.ones_like(p) if mask is None else mask.detach().to("cpu", torch.float32).contiguous().numpy()
+    a00, a01, a11 = np.sum(m * p * p), np.sum(m * p), np.sum(m)
+    b0, b1 = np.sum(m * p * t), np.sum(m * t)
+    det = a00 * a11 - a01 * a01
+    if det == 0:
+        return 1.0, 0.0
+    return float((a11 * b0 - a01 * b1) / det), float((-a01 * b0 + a00 * b1) / det)

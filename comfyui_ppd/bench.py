@@ -1,4 +1,5 @@
-"""`python -m comfyui_ppd bench`: time the encoder, one DiT step and a whole image on this device.
+"""`python -m comfyui_ppd bench`: time the encoder, one DiT step and a whole image on this device
+(`bench video ...`: the video model, see bench_video.py).
 
 Models have the released shapes (`full`) or a named smaller size, with random weights. Every part is
 run `--warmup` times, then `--repeats` times interleaved with the other parts; the table shows medians.
@@ -362,6 +363,9 @@ def parse_parts(text: str) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["video"]:                                   # the video model: bench_video.py
+        from . import bench_video
+        return bench_video.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0 or args.batch < 1 or args.steps < 1:

@@ -8,7 +8,7 @@ from pathlib import Path
 from .errors import CheckpointError
 
 ENV_VAR = "PPD_MODELS_DIR"
-ROLES = ("dit", "encoder")
+ROLES = ("dit", "encoder", "video_dit", "video_encoder")
 OFFICIAL_REPO = "https://github.com/gangweix/pixel-perfect-depth"
 _HINT = "or run again with --download to fetch it automatically"
 
@@ -18,8 +18,8 @@ class ModelFile:
     """One official weight file: its name on disk, what it is for, and where to get it."""
 
     name: str  # file name on disk
-    role: str  # "dit" | "encoder"
-    semantics: str  # "da2" | "moge2": which semantic encoder the DiT was trained with / this encoder is
+    role: str  # "dit" | "encoder" (image model) | "video_dit" | "video_encoder" (video model, PPVD)
+    semantics: str  # "da2" | "moge2" | "pi3": which semantic encoder the DiT was trained with / this encoder is
     url: str | None  # None: no direct link, see note
     approx_size: str  # approximate, for the user's information only; never checked
     note: str
@@ -47,9 +47,23 @@ OFFICIAL_FILES: dict[str, ModelFile] = {f.name: f for f in (
               "Pixel-Perfect Depth DiT trained with MoGe-2 semantics. It is only on Google Drive "
               f"(no direct link): download it from the link in the official README ({OFFICIAL_REPO}) "
               "and place it in the models folder as ppd_moge.pth. Pair it with moge2_vitl_normal.pt."),
+    ModelFile("ppvd.pth", "video_dit", "pi3", None,
+              "~2.2 GB",
+              "Pixel-Perfect Video Depth (PPVD) video DiT (561,754,944 parameters with pos_embed). It is only "
+              f"on Google Drive (no direct link): open the video-model link in the official README "
+              f"({OFFICIAL_REPO}) in a browser, confirm Google Drive's \"can't scan this file for viruses\" page "
+              "with \"Download anyway\", and place the file in the models folder as ppvd.pth. A small HTML file "
+              "saved under that name is that web page, not the model. Pair it with pi3.safetensors."),
+    ModelFile("pi3.safetensors", "video_encoder", "pi3",
+              "https://huggingface.co/yyfz233/Pi3/resolve/main/model.safetensors",
+              "~3.8 GB",
+              "Pi3 (published as model.safetensors; saved under this name so it is recognisable): the "
+              "semantic encoder of the video model ppvd.pth. Only its encoder and decoder are used "
+              "(757,923,840 parameters); the point, confidence and camera heads are skipped."),
 )}
 
-DEFAULT_NAMES = {"dit": "ppd.pth", "encoder": "depth_anything_v2_vitl.pth", "geometry": "moge2_vitl_normal.pt"}
+DEFAULT_NAMES = {"dit": "ppd.pth", "encoder": "depth_anything_v2_vitl.pth", "geometry": "moge2_vitl_normal.pt",
+                 "video_dit": "ppvd.pth", "video_encoder": "pi3.safetensors"}
 DEFAULT_ENCODER = {"da2": "depth_anything_v2_vitl.pth", "moge2": "moge2_vitl_normal.pt"}
 
 

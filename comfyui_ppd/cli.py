@@ -14,6 +14,7 @@ from .errors import InputError, PPDError
 from .io.files import atomic_write
 from .io.images import load_image
 from .io.meshes import write_ply
+from .io.video import is_video_file
 from .progress import ConsoleProgress
 
 
@@ -26,6 +27,8 @@ def output_paths(out_dir: Path, image: Path) -> dict[str, Path]:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     images = [Path(p) for p in args.images]
+    if any(is_video_file(p) for p in images):
+        return predict_videos(args, images)
     for p in images:
         if not p.is_file():
             raise InputError(f"input image not found: {p}")
@@ -79,6 +82,43 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if args.normals and geo is not None:
             tasks.save_normals(geo["normal"][0], files["normals"], overwrite=args.overwrite)
         print(f"{path.name}: depth {tuple(result.depth.shape[-2:])} -> {out_dir}")
+    return 0
+
+
+def video_size(text: str) -> tuple[int, int]:
+    """'WIDTHxHEIGHT' -> (height, width); the pipeline checks the multiples of 32."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 512x512 (width x height), got {text!r}") from None
+    return h, w
+
+
+def predict_videos(args: argparse.Namespace, videos: list[Path]) -> int:
+    """Video files go to the video model (ppvd.pth + pi3.safetensors): PNG16 sequence, preview, .npz."""
+    images = [str(p) for p in videos if not is_video_file(p)]
+    if images:
+        raise InputError(f"give either video files or images, not both (images: {', '.join(images[:3])}).")
+    missing = [str(p) for p in videos if not p.is_file()]
+    if missing:
+        raise InputError(f"input video not found: {missing[0]}")
+    if args.download:
+        names = [n for n in (args.model or "ppvd.pth", args.encoder or "pi3.safetensors") if not Path(n).is_file()]
+        download.download_official(names, catalogue.models_dirs(args.models_dir)[0])
+    dit_path = catalogue.find_model(args.model, "video_dit", explicit=args.models_dir)
+    enc_path = catalogue.find_model(args.encoder, "video_encoder", explicit=args.models_dir)
+    device = runtime.pick_device(args.device)
+    pipe = tasks.load_video_pipeline(dit_path, enc_path, runtime.precision(args.precision, device), device=device,
+                                     process_size=args.process_size)
+    out_dir = Path(args.out)
+    for n, path in enumerate(videos, 1):
+        done = tasks.predict_video_file(
+            pipe, path, out_dir, steps=args.steps, seed=args.seed, overwrite=args.overwrite, flicker=args.flicker,
+            progress=ConsoleProgress(f"[{n}/{len(videos)}] {path.name}", args.progress),
+            warn=lambda text: print(f"warning: {text}", file=sys.stderr))
+        print(f"{path.name}: {done['frames']} frames {done['size'][0]}x{done['size'][1]} -> {out_dir}")
+        if args.flicker:
+            print(done["flicker"])
     return 0
 
 
@@ -142,11 +182,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m comfyui_ppd", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("predict", help="depth for image files: 16-bit PNG (near = white), colour PNG, .npy")
-    p.add_argument("images", nargs="+", help="image files (png, jpg, ...)")
+    p = sub.add_parser("predict", help="depth for image files: 16-bit PNG (near = white), colour PNG, .npy; "
+                       "for video files (.mp4, .mov, ...) the video model: 16-bit PNG sequence, preview .mp4, .npz")
+    p.add_argument("images", nargs="+", help="image files (png, jpg, ...) or video files (needs PyAV)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--model", help="DiT checkpoint (path or file name in the models folder); default ppd.pth")
-    p.add_argument("--encoder", help="semantic encoder checkpoint; default depth_anything_v2_vitl.pth")
+    p.add_argument("--model", help="DiT checkpoint (path or file name in the models folder); default ppd.pth, "
+                                   "for videos ppvd.pth")
+    p.add_argument("--encoder", help="semantic encoder checkpoint; default depth_anything_v2_vitl.pth, for videos "
+                                     "pi3.safetensors")
+    p.add_argument("--process-size", default=(512, 512), type=video_size,
+                   help="videos: WIDTHxHEIGHT processing size, multiples of 32 (default 512x512, the trained size)")
+    p.add_argument("--flicker", action="store_true",
+                   help="videos: print the flicker summary and write <name>_flicker.json/.txt")
     p.add_argument("--models-dir", help="folder searched first for model files")
     p.add_argument("--download", action="store_true", help="download missing official files first")
     p.add_argument("--steps", type=int, default=4, help="sampling steps (default 4)")

@@ -67,19 +67,7 @@ def has_key(keys: Collection[str], name: str) -> bool:
     return any(k == name or k.endswith("." + name) for k in keys)
 
 
-# --- families that are recognised so a loader can name them; their builders come later -----------------
-class PPVDDiT(KeyFamily):
-    name, role, score = "ppvd", "dit", 3
-    title = "the video model's DiT (PPVD, ppvd.pth)"
-    advice = "This is the video model (PPVD); use the video nodes."
-    needs = ("x_embedder.proj.weight", "proj_fusion.0.weight", "temporal_blocks.0.")
-
-
-class Pi3Encoder(KeyFamily):
-    name, role, score = "pi3", "encoder", 3
-    title = "the Pi3 model (pi3.safetensors, the video model's semantic encoder)"
-    advice = "Pi3 is the semantic encoder of the video model (PPVD); use the video nodes."
-    needs = ("register_token", "encoder.register_tokens", "encoder.patch_embed.proj.weight", "decoder.0.")
+# --- families recognised only so that a loader can name them ---------------------------------------------
 
 
 class StableDiffusion(KeyFamily):
@@ -93,9 +81,11 @@ def families() -> list[Family]:
     """Every known family. Adding a family: implement it in its folder and list it here."""
     from .encoders.da2 import DA2Family
     from .encoders.moge2 import MoGe2EncoderFamily
+    from .encoders.pi3 import Pi3Family
     from .families.moge2.load import MoGe1Model, MoGe2GeometryFamily
     from .families.ppd import PPDFamily
-    return [PPDFamily(), DA2Family(), MoGe2EncoderFamily(), PPVDDiT(), Pi3Encoder(), MoGe2GeometryFamily(),
+    from .families.ppvd import PPVDFamily
+    return [PPDFamily(), DA2Family(), MoGe2EncoderFamily(), PPVDFamily(), Pi3Family(), MoGe2GeometryFamily(),
             MoGe1Model(), StableDiffusion()]
 
 

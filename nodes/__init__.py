@@ -6,6 +6,7 @@ from .model import PPD_LoadModel, register_model_folder
 from .pointcloud import PPD_DepthToPointCloud, PPD_SavePointCloud
 from .render import PPD_DepthRender, PPD_SaveDepth
 from .setup import copy_examples
+from .video import PPD_FlickerMetric, PPD_LoadVideoModel, PPD_VideoDepth
 
 register_model_folder()
 copy_examples()
@@ -21,6 +22,9 @@ NODE_CLASS_MAPPINGS = {
     "PPD_EdgeMetricPreview": PPD_EdgeMetricPreview,
     "PPD_LoadGeometryModel": PPD_LoadGeometryModel,
     "PPD_MoGe2Geometry": PPD_MoGe2Geometry,
+    "PPD_LoadVideoModel": PPD_LoadVideoModel,
+    "PPD_VideoDepth": PPD_VideoDepth,
+    "PPD_FlickerMetric": PPD_FlickerMetric,
 }
 # Titles say "PPD" once; the keys above never change (saved workflows refer to them).
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -34,4 +38,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "PPD_EdgeMetricPreview": "PPD Edge Metric Preview",
     "PPD_LoadGeometryModel": "Load PPD MoGe-2 Geometry Model",
     "PPD_MoGe2Geometry": "PPD MoGe-2 Geometry",
+    "PPD_LoadVideoModel": "Load PPD Video Model",
+    "PPD_VideoDepth": "PPD Video Depth",
+    "PPD_FlickerMetric": "PPD Flicker Metric",
 }

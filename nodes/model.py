@@ -19,8 +19,10 @@ log = logging.getLogger("comfyui_ppd")
 FOLDER = "ppd"
 EXTENSIONS = {".pth", ".pt", ".safetensors"}
 MISSING = " (missing: see README)"
-ROLE_NAMES = {"dit": "DiT", "encoder": "semantic encoder", "geometry": "MoGe-2 geometry model"}
-FAMILIES = {"dit": ("ppd",), "encoder": ("da2", "moge2"), "geometry": ("moge2_geometry",)}  # per dropdown
+ROLE_NAMES = {"dit": "DiT", "encoder": "semantic encoder", "geometry": "MoGe-2 geometry model",
+              "video_dit": "video DiT", "video_encoder": "Pi3 encoder"}
+FAMILIES = {"dit": ("ppd",), "encoder": ("da2", "moge2"), "geometry": ("moge2_geometry",),   # per dropdown
+            "video_dit": ("ppvd",), "video_encoder": ("pi3",)}
 
 
 def register_model_folder() -> list[str]:

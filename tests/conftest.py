@@ -41,30 +41,43 @@ if REAL_COMFY:  # the pack copies its examples into the input folder at import: 
     _fp.set_input_directory(tempfile.mkdtemp(prefix="ppd_test_input_"))
 
 
-def shared_fixture(name: str) -> Path:
-    """../shared/fixtures/<name> beside the clone ($PPD_PARITY_DIR for `parity`, $PPD_FIXTURES_DIR for all);
-    skips with the reason when absent, fails under CI=true."""
-    env = os.environ.get("PPD_PARITY_DIR") if name == "parity" else None
-    root = os.environ.get("PPD_FIXTURES_DIR") or (os.environ.get("PPD_PARITY_DIR") and
-                                                   str(Path(os.environ["PPD_PARITY_DIR"]).parent))
-    path = Path(env) if env else (Path(root) if root else REPO.parent / "shared" / "fixtures") / name
-    if not (path / "README.md").is_file():
-        msg = f"golden fixtures not found: expected {path} (../shared/fixtures/{name} beside the clone)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg + "; under CI=true they are required")
-        pytest.skip(msg)
-    return path
+def fixture_path(name: str) -> Path:
+    """Where ../shared/fixtures/<name> is: $PPD_<NAME>_DIR, else beside $PPD_PARITY_DIR, else beside the clone."""
+    env = os.environ.get(f"PPD_{name.upper()}_DIR")
+    if env:
+        return Path(env)
+    parity_env = os.environ.get("PPD_PARITY_DIR")
+    return (Path(parity_env).parent if parity_env else REPO.parent / "shared" / "fixtures") / name
+
+
+def require_fixture_dir(name: str) -> Path:
+    """The fixture folder `name` (with its README.md); skip when absent, fail under CI=true."""
+    path = fixture_path(name)
+    if (path / "README.md").is_file():
+        return path
+    msg = (f"golden fixtures not found: expected {path} (../shared/fixtures/{name} beside the clone, "
+           f"or set PPD_{name.upper()}_DIR)")
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(msg + "; under CI=true they are required")
+    pytest.skip(msg)
+
+
+def fixture_json(name: str, file: str = "real_checkpoint_shapes.json") -> dict:
+    """A JSON file of the fixture folder `name` (skips/fails like require_fixture_dir)."""
+    import json
+    return json.loads((require_fixture_dir(name) / file).read_text())
 
 
 @pytest.fixture(scope="session")
 def parity() -> Path:
-    return shared_fixture("parity")
+    """The PPD image-model golden tensors."""
+    return require_fixture_dir("parity")
 
 
-def fixture_json(name: str, file: str = "real_checkpoint_shapes.json") -> dict:
-    """A JSON file of ../shared/fixtures/<name>; skips when absent (fails under CI=true)."""
-    import json
-    return json.loads((shared_fixture(name) / file).read_text())
+@pytest.fixture(scope="session")
+def ppvd_fixtures() -> Path:
+    """The PPVD (video model) golden tensors."""
+    return require_fixture_dir("ppvd")
 
 
 @pytest.fixture(scope="session")

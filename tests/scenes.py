@@ -3,7 +3,7 @@
 Every scene is ray-cast exactly through the pixel centres (u + 0.5, v + 0.5) of a pinhole camera
 with the principal point at the image centre, the convention of ``comfyui_ppd.geometry``. Depth is
 the z coordinate (metres, OpenCV frame). ``python -m tests.scenes`` prints the blur table, the metric
-alignment table and the outlier-filter table (README).
+alignment table and the outlier-filter table (README); ``python -m tests.scenes --flicker`` the flicker table.
 """
 from __future__ import annotations
 
@@ -303,11 +303,140 @@ def format_outlier_table(rows: list[dict]) -> str:
                      f"| {r['removed_flying']} | {r['seconds']:.2f} |")
     return "\n".join(lines)
 
+
+# --- flicker: jittered depth videos and their table ----------------------------------------------
+def background_mask(depth: torch.Tensor, fov_deg: float = FOV_DEG) -> torch.Tensor:
+    """Bool (N,H,W): pixels of a `pan_clip` depth video that see the back wall or the floor. A sideways pan
+    leaves their depth at every pixel unchanged (the wall is fronto-parallel, the floor's depth depends on
+    the row only), so they are the pan's static regions; the box and sphere move across the image."""
+    d = rays(*depth.shape[-2:], fov_deg)
+    up = d[..., 1]
+    floor = torch.where(up > 1e-9, ROOM_FLOOR_Y / up.clamp_min(1e-9), torch.full_like(up, math.inf))
+    background = torch.minimum(floor, torch.full_like(floor, ROOM_WALL_Z)).float()
+    return torch.isclose(depth, background.expand_as(depth), rtol=1e-6, atol=0)
+
+
+def still_clip(frames: int, height: int, width: int) -> torch.Tensor:
+    """Metric depth (N,H,W) of a still camera in the room: every frame the same."""
+    return room_view(height, width)[1].expand(frames, height, width).clone()
+
+
+def ppd_video(depth: torch.Tensor, per_frame: bool = False) -> torch.Tensor:
+    """PPD-style depth of a metric video: log(1+d) normalised by the 2 %/98 % quantiles of the whole clip (one
+    affine map, so static regions stay static), or of each frame on its own (`per_frame`, the image model's way)."""
+    if per_frame:
+        return torch.stack([to_ppd(f) for f in depth])
+    log_d = torch.log1p(depth.double())
+    lo, hi = torch.quantile(log_d.flatten()[::7], torch.tensor([0.02, 0.98], dtype=torch.float64))
+    return ((log_d - lo) / (hi - lo)).float()
+
+
+def jitter_frames(depth: torch.Tensor, sigma_scale: float, sigma_shift: float, seed: int = 0
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """exp(l_t) * d[t] + c_t with l_t ~ N(0, sigma_scale), c_t ~ N(0, sigma_shift) per frame, frame 0 left as is
+    (it is the reference the per-frame figures are measured in). -> jittered video, ls (N,), c (N,) float64."""
+    gen = torch.Generator().manual_seed(seed)
+    ls, c = (torch.randn(len(depth), generator=gen, dtype=torch.float64) * s for s in (sigma_scale, sigma_shift))
+    ls[0], c[0] = 0.0, 0.0
+    return (ls.exp()[:, None, None] * depth + c[:, None, None]).float(), ls, c
+
+
+WINDOW_JITTER = ((0.0, 0.0), (0.08, -0.05), (-0.06, 0.04))   # (log-scale, shift) given to windows 0, 1, 2
+
+
+def window_predictions(depth: torch.Tensor, jitter: tuple = WINDOW_JITTER) -> tuple[torch.Tensor, list[list[int]]]:
+    """What a video model whose every window has its own scale/shift would predict: for the PPVD window plan
+    of the video, window w holds exp(l_w) * depth[slot] + c_w -> (windows, 16, H, W) and the plan."""
+    from comfyui_ppd.families.ppvd import window_plan
+
+    plan = window_plan(len(depth))
+    if len(plan) > len(jitter):
+        raise ValueError(f"{len(plan)} windows but only {len(jitter)} jitters")
+    return torch.stack([math.exp(ls) * depth[slots] + c for slots, (ls, c) in zip(plan, jitter)]), plan
+
+
+def frame_windows(frames: int) -> list[int]:
+    """The window each output frame comes from (window 0: its 16 slots, later windows: slots 3..15)."""
+    from comfyui_ppd.families.ppvd import window_plan
+    from comfyui_ppd.families.ppvd.align import OVERLAP
+
+    plan = window_plan(frames)
+    return ([0] * len(plan[0]) + [w for w in range(1, len(plan)) for _ in plan[w][OVERLAP:]])[:frames]
+
+
+def unaligned_video(windows: torch.Tensor, frames: int) -> torch.Tensor:
+    """The windows stitched without alignment (window 0 whole, later windows from slot 3), as the aligner would."""
+    from comfyui_ppd.families.ppvd.align import OVERLAP
+
+    return torch.cat([windows[0]] + [w[OVERLAP:] for w in windows[1:]])[:frames]
+
+
+def flicker_table(frames: int = 24, height: int = 72, width: int = 96) -> list[dict]:
+    """Flicker figures (comfyui_ppd.temporal) of exact, jittered and window-stitched PPD-style depth videos."""
+    from comfyui_ppd.families.ppvd import align_windows
+    from comfyui_ppd.temporal import measure_flicker
+
+    still = ppd_video(still_clip(frames, height, width))
+    pan_metric = pan_clip(frames, height, width)[1]
+    pan, static = ppd_video(pan_metric), background_mask(pan_metric)
+    long_metric = pan_clip(42, height // 2, width // 2)[1]                   # 3 windows of 16 (stride 13)
+    long, long_static = ppd_video(long_metric), background_mask(long_metric)
+    windows, _ = window_predictions(long)
+    window_l = torch.tensor([WINDOW_JITTER[w][0] for w in frame_windows(42)], dtype=torch.float64)
+    window_c = torch.tensor([WINDOW_JITTER[w][1] for w in frame_windows(42)], dtype=torch.float64)
+    window_m = window_c - window_l.exp() * window_c[0]                     # shift in frame 0's units
+    j2, j5, jp = jitter_frames(still, 0.02, 0.02), jitter_frames(still, 0.05, 0.05), jitter_frames(pan, 0.02, 0.02)
+    rows: list[tuple] = [
+        ("still", "exact", still, None, None),
+        ("still", "jitter σ 2% / 0.02", j2[0], None, j2[1:]),
+        ("still", "jitter σ 5% / 0.05", j5[0], None, j5[1:]),
+        ("pan", "exact, all px", pan, None, None),
+        ("pan", "exact", pan, static, None),
+        ("pan", "jitter σ 2% / 0.02", jp[0], static, jp[1:]),
+        ("pan", "each frame normalised alone", ppd_video(pan_metric, per_frame=True), static, None),
+        ("pan 42 fr", "3 windows, not aligned", unaligned_video(windows, 42), long_static, (window_l, window_m)),
+        ("pan 42 fr", "3 windows, align_windows", align_windows(windows), long_static, None),
+    ]
+    out = []
+    for clip, depth_label, video, mask, injected in rows:
+        r = measure_flicker(video, mask)
+        inj = None if injected is None else (float(injected[0].std(correction=0)),
+                                             r.percent_of_range(float(injected[1].std(correction=0))))
+        out.append({"clip": clip, "depth": depth_label, "static": 100 * r.static_fraction.mean().item(),
+                    "injected": inj, "scale_spread": r.scale_spread,
+                    "shift_spread": r.percent_of_range(r.shift_spread), "scale_jump": r.scale_jump,
+                    "shift_jump": r.percent_of_range(r.shift_jump), "change": r.percent_of_range(r.mean_change),
+                    "residual": r.percent_of_range(r.mean_residual)})
+    return out
+
+
+def format_flicker_table(rows: list[dict]) -> str:
+    """Markdown table of ``flicker_table`` rows."""
+    lines = [("| clip | depth | static px | injected spread, scale / shift | per-frame scale spread | per-frame shift "
+              "spread | scale jumps (RMS) | shift jumps (RMS) | mean abs change | after scale/shift fit |"),
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        inj = r["injected"]
+        inj = "-" if inj is None else f"{100 * inj[0]:.3f}% / {inj[1]:.3f}%"
+        lines.append(f"| {r['clip']} | {r['depth']} | {r['static']:.0f}% | {inj} | {100 * r['scale_spread']:.3f}% "
+                     f"| {r['shift_spread']:.3f}% | {100 * r['scale_jump']:.3f}% | {r['shift_jump']:.3f}% "
+                     f"| {r['change']:.3f}% | {r['residual']:.3f}% |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    print(f"{HEIGHT}x{WIDTH} px, horizontal FOV {FOV_DEG:g} deg, wall at {WALL_Z:g} m")
-    print(format_table(blur_table()))
-    print()
-    print(format_metric_table([metric_alignment(s, o) for s in SCENES for o in (0.0, 0.2, 0.4)]))
-    print()
-    print("Statistical outlier filter, 512x384, 20 neighbours, 3 sigma, 9x9 window")
-    print(format_outlier_table(outlier_filter_table()))
+    import sys
+
+    if "--flicker" in sys.argv[1:]:
+        print("PPD-style depth (log(1+d), 2-98 % normalised per clip), 72x96 px, 24 frames; pan 0.6 m sideways;")
+        print("shift and change figures in % of the depth range, scales in % (std / RMS of log-scale x 100);")
+        print("injected spread: the std over frames of the scale/shift actually drawn (frame 0 is the reference)")
+        print(format_flicker_table(flicker_table()))
+    else:
+        print(f"{HEIGHT}x{WIDTH} px, horizontal FOV {FOV_DEG:g} deg, wall at {WALL_Z:g} m")
+        print(format_table(blur_table()))
+        print()
+        print(format_metric_table([metric_alignment(s, o) for s in SCENES for o in (0.0, 0.2, 0.4)]))
+        print()
+        print("Statistical outlier filter, 512x384, 20 neighbours, 3 sigma, 9x9 window")
+        print(format_outlier_table(outlier_filter_table()))

@@ -99,3 +99,23 @@ def test_compile_option_reports_whether_blocks_were_compiled(tmp_path, monkeypat
                        "--compile", "--json", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["compile"] == "default" and res["compiled"] is True
+
+
+def test_video_bench_times_the_parts_and_calculates_full_size(tmp_path, capsys):
+    """`bench video`: tiny random PPVD on the CPU; the full-size figures come from the formula (the same one
+    tests/test_ppvd_parity.py checks against torch's FLOP counter at full size)."""
+    from comfyui_ppd.families.ppvd.flops import window_flop
+    out = tmp_path / "video.json"
+    assert bench.main(["video", "--model", "tiny", "--size", "32x64", "--frames", "17", "--steps", "1",
+                       "--warmup", "0", "--device", "cpu", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert (res["height"], res["width"], res["frames"], res["windows"]) == (64, 32, 17, 2)   # WxH
+    assert set(res["parts"]) == {"pi3", "step", "clip"} and all(p["seconds"] > 0 for p in res["parts"].values())
+    clip = res["parts"]["clip"]
+    assert clip["flop"] == 2 * (res["parts"]["pi3"]["flop"] + res["evaluations"] * res["parts"]["step"]["flop"])
+    assert clip["seconds_per_frame"] == pytest.approx(clip["seconds"] / 17)
+    full = res["full_size"]
+    assert (full["dit_parameters"], full["pi3_parameters"]) == (561_754_944, 757_923_840)
+    from comfyui_ppd.bench_video import SIZES
+    assert full["window_flop"] == window_flop(*SIZES["full"], 64, 32, 1)
+    assert "full size by calculation" in capsys.readouterr().out

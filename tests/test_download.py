@@ -254,11 +254,14 @@ def test_download_official_fetches_and_explains_manual_files(server, tmp_path, m
 
 def test_official_catalogue():
     files = catalogue.OFFICIAL_FILES
-    assert set(files) == {"ppd.pth", "ppd_moge.pth", "depth_anything_v2_vitl.pth", "moge2_vitl_normal.pt"}
+    assert set(files) == {"ppd.pth", "ppd_moge.pth", "depth_anything_v2_vitl.pth", "moge2_vitl_normal.pt",
+                          "ppvd.pth", "pi3.safetensors"}
+    drive_only = ("ppd_moge.pth", "ppvd.pth")
     for name, f in files.items():
-        assert name == f.name and f.role in catalogue.ROLES and f.semantics in ("da2", "moge2")
-        assert f.url.startswith("https://huggingface.co/") if name != "ppd_moge.pth" else f.url is None
-    assert catalogue.OFFICIAL_REPO in files["ppd_moge.pth"].note
+        assert name == f.name and f.role in catalogue.ROLES and f.semantics in ("da2", "moge2", "pi3")
+        assert f.url.startswith("https://huggingface.co/") if name not in drive_only else f.url is None
+    assert all(catalogue.OFFICIAL_REPO in files[n].note for n in drive_only)
+    assert files["pi3.safetensors"].url == "https://huggingface.co/yyfz233/Pi3/resolve/main/model.safetensors"
     assert {catalogue.DEFAULT_NAMES[r] for r in catalogue.ROLES} <= set(files)
 
 

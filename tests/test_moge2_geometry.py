@@ -34,7 +34,7 @@ from comfyui_ppd.families.moge2.camera import (
 )
 from comfyui_ppd.families.moge2.model import _check_image, metric_geometry, remap_exp
 from comfyui_ppd.geometry import opencv_to_gltf
-from conftest import shared_fixture
+from conftest import require_fixture_dir
 
 # (atol, rtol[, field]): pass when |ours - ref| <= atol + rtol·|ref| + field·max|ref| at every finite
 # reference value (`field` scales with the tensor's largest magnitude, for errors that accumulate over a field).
@@ -80,7 +80,7 @@ OWNED = {"img.": "model cases (inputs)", **{f"{c}.": "test_model_case" for c in 
 
 @pytest.fixture(scope="module")
 def fx():
-    return shared_fixture("moge2_geometry")
+    return require_fixture_dir("moge2_geometry")
 
 
 @pytest.fixture(scope="module")
@@ -391,7 +391,7 @@ def test_depth2pcd_and_sor(tensors):
 
 def test_full_size_moge2_builds_on_meta_and_loads_strictly(fx):
     spec = json.loads((fx / "real_checkpoint_shapes.json").read_text())["moge2_vitl_normal_model_pt"]
-    config = json.loads((shared_fixture("parity") / "moge2_vitl_model_config.json").read_text())["model_config"]
+    config = json.loads((require_fixture_dir("parity") / "moge2_vitl_model_config.json").read_text())["model_config"]
     sd = {k: torch.empty(shape, device="meta") for k, shape in spec["keys"].items()}
     assert len(sd) == spec["num_keys"] == 521
     for metadata in ({"model_config": config}, {}):            # with the stored config, and from shapes alone

@@ -14,9 +14,8 @@ from safetensors.torch import save_file
 from tiny_models import tiny_dit_state_dict
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
-SOCKET_TYPES = {"IMAGE", "MASK", "PPD_MODEL", "PPD_SEMANTICS", "PPD_DEPTH", "PPD_POINTS", "STRING", "FLOAT",
-                "PPD_GEOMETRY_MODEL", "PPD_GEOMETRY",
-                "INT", "MOGE_GEOMETRY", "*"}
+SOCKET_TYPES = {"IMAGE", "MASK", "PPD_MODEL", "PPD_VIDEO_MODEL", "PPD_SEMANTICS", "PPD_DEPTH", "PPD_POINTS",
+                "PPD_GEOMETRY_MODEL", "PPD_GEOMETRY", "STRING", "FLOAT", "INT", "MOGE_GEOMETRY", "*"}
 
 
 def node(pack, name):

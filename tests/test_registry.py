@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from comfyui_ppd import CheckpointError, load_dit, load_semantic_encoder, registry
+from comfyui_ppd import CheckpointError, load_dit, load_semantic_encoder, registry, runtime, tasks
 from conftest import fixture_json
 from tiny_models import tiny_da2_state_dict, tiny_dit_state_dict, tiny_moge_checkpoint
 
@@ -44,8 +44,15 @@ def test_video_dit_given_to_the_image_loader_says_use_the_video_nodes(tmp_path):
     path = tmp_path / "ppd.pth"                     # an image-model name: detection ignores it
     torch.save(tiny_video_dit(), path)
     assert names(tiny_video_dit())[0] == "ppvd" and "ppd" not in names(tiny_video_dit())
-    msg = _error(load_dit, path)
+    msg = _error(tasks.load_pipeline, path, tmp_path / "unused.pth", runtime.precision("fp32", "cpu"))
     assert "ppd.pth" in msg and "PPVD" in msg and "use the video nodes" in msg
+
+
+def test_image_dit_given_to_the_video_loader_says_use_the_image_nodes(tmp_path):
+    torch.save(tiny_dit_state_dict(), tmp_path / "ppvd.pth")
+    msg = _error(tasks.load_video_pipeline, tmp_path / "ppvd.pth", tmp_path / "unused.safetensors",
+                 runtime.precision("fp32", "cpu"))
+    assert "ppvd.pth" in msg and "image model (PPD); use the image nodes" in msg
 
 
 def test_file_names_do_not_decide_the_family(tmp_path):
@@ -59,10 +66,7 @@ def test_real_ppvd_and_pi3_keys_are_named():
     shapes = fixture_json("ppvd")
     ppvd, pi3 = meta_state_dict(shapes["ppvd_pth_dit_video"]), meta_state_dict(shapes["pi3_safetensors"])
     assert names(ppvd)[0] == "ppvd" and names(pi3)[0] == "pi3"
-    assert "use the video nodes" in _error(load_dit, ppvd)
-    msg = _error(load_semantic_encoder, pi3)
-    assert "Pi3" in msg and "video model (PPVD)" in msg
-    assert "Pi3" in _error(load_dit, pi3)
+    assert "Pi3" in _error(load_dit, pi3) and "video DiT" in _error(load_semantic_encoder, ppvd)
 
 
 def test_full_moge2_model_is_a_geometry_family_and_still_a_semantic_encoder():
@@ -72,13 +76,6 @@ def test_full_moge2_model_is_a_geometry_family_and_still_a_semantic_encoder():
     encoder = load_semantic_encoder(sd, device="meta")
     assert encoder.kind == "moge2" and encoder.semantic_dim == sd["encoder.output_projections.0.weight"].shape[0]
     assert "MoGe-2" in _error(load_dit, sd)
-
-
-def test_families_without_a_builder_say_so():
-    family = next(f for f in registry.families() if f.name == "ppvd")
-    ckpt = registry.read_checkpoint(tiny_video_dit())
-    with pytest.raises(CheckpointError, match="not supported yet"):
-        family.config_from(family.part(ckpt), ckpt)
 
 
 def test_load_node_refuses_the_video_dit_and_points_to_the_video_nodes(pack, comfy_env):

@@ -34,7 +34,7 @@ def defs(pack):
 def test_expected_workflows_ship_with_thumbnails():
     names = {p.stem for p in WORKFLOWS}
     assert {"ppd_depth_basic", "ppd_controlnet_depth", "ppd_batch_video_frames", "ppd_point_cloud",
-            "ppd_edge_metric", "ppd_metric_point_cloud"} <= names
+            "ppd_edge_metric", "ppd_metric_point_cloud", "ppd_video_depth"} <= names
     for path in WORKFLOWS:
         assert path.with_suffix(".jpg").is_file(), f"{path.name} has no thumbnail"
 
@@ -166,3 +166,63 @@ def test_edge_metric_workflow_reports_numbers(pack, env):
     assert isinstance(summary, str) and summary
     preview_any, = by_type(prompt, "PreviewAny")
     assert prompt[preview_any]["inputs"]["source"] == [metric, 7]
+
+
+def video_stand_ins(input_dir: Path) -> dict:
+    """Core LoadVideo and GetVideoComponents for the executor: the file decoded with PyAV, its frames as an
+    IMAGE batch (N,H,W,3) in [0,1] and its frame rate, as the real nodes give them."""
+    from comfyui_ppd.io.video import read_video
+
+    class LoadVideo:
+        FUNCTION, RETURN_TYPES = "load", ("VIDEO",)
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"file": (sorted(p.name for p in input_dir.iterdir()),)}}
+
+        def load(self, file):
+            return (read_video(input_dir / file),)
+
+    class GetVideoComponents:
+        FUNCTION, RETURN_TYPES = "split", ("IMAGE", "AUDIO", "FLOAT")
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {"video": ("VIDEO",)}}
+
+        def split(self, video):
+            return (video.rgb.float() / 255, None, video.fps)
+
+    return {"LoadVideo": LoadVideo, "GetVideoComponents": GetVideoComponents}
+
+
+def test_video_workflow_runs_the_video_model_on_the_clip(pack, env):
+    """The shipped clip (24 frames, 256x192) through the video nodes; the processing size is lowered to 64x64
+    for speed (tiny random models; the real-ComfyUI harness runs the workflow as shipped)."""
+    pytest.importorskip("av", reason="the video workflow test decodes examples/ppd_clip.mp4 with PyAV")
+    import shutil
+
+    from tiny_ppvd import write_tiny_ppvd
+    inputs = Path(env.get_input_directory())
+    shutil.copy(Path(__file__).resolve().parents[1] / "examples" / "ppd_clip.mp4", inputs / "ppd_clip.mp4")
+    write_tiny_ppvd(Path(env.get_folder_paths("ppd")[-1]))
+    workflow = json.loads((Path(__file__).resolve().parents[1] / "workflows" / "ppd_video_depth.json").read_text())
+    prompt = cw.ui_to_api(workflow, defs(pack))
+    video, = by_type(prompt, "PPD_VideoDepth")
+    assert (prompt[video]["inputs"]["process_width"], prompt[video]["inputs"]["process_height"]) == (512, 512)
+    prompt[video]["inputs"].update(process_width=64, process_height=64)
+    result = cw.run_api_prompt(prompt, {**pack.NODE_CLASS_MAPPINGS, **video_stand_ins(inputs)}, skip_core=True)
+    packet, depth_image, summary, per_frame = result.outputs[video]
+    assert packet["depth"].shape == (24, 1, 192, 256) and depth_image.shape == (24, 192, 256, 3)
+    assert "24 frames 256x192, 2 window(s)" in summary and len(per_frame.splitlines()) == 25
+    render, = by_type(prompt, "PPD_DepthRender")
+    assert (prompt[render]["inputs"]["mode"], prompt[render]["inputs"]["normalization"]) == ("controlnet",
+                                                                                          "whole batch")
+    assert result.outputs[render][0].shape == (24, 192, 256, 3)
+    components, = by_type(prompt, "GetVideoComponents")
+    for create in by_type(prompt, "CreateVideo"):                             # the clip's own frame rate
+        assert prompt[create]["inputs"]["fps"] == [components, 2]
+    stitch, = by_type(prompt, "ImageStitch")
+    assert prompt[stitch]["inputs"]["image1"] == [components, 0] and prompt[stitch]["inputs"]["image2"] == [render, 0]
+    assert set(result.skipped) == set(by_type(prompt, "CreateVideo") + by_type(prompt, "SaveVideo")
+                                      + [stitch] + by_type(prompt, "PreviewAny"))

@@ -1,4 +1,4 @@
-"""One DINOv2 ViT (no register tokens), shared by the Depth Anything v2 and MoGe-2 semantic encoders."""
+"""One DINOv2 ViT, shared by the Depth Anything v2 and MoGe-2 semantic encoders and Pi3 (with register tokens)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -25,6 +25,9 @@ class ViTConfig:
     mlp_hidden: int = 4096
     pos_grid: int = 37           # the stored positional embedding covers pos_grid x pos_grid patches
     interpolate_offset: float = 0.1
+    interpolate_antialias: bool = False
+    num_register_tokens: int = 0  # DINOv2-reg: tokens inserted after the class token, without positions
+    mask_token: bool = True       # Pi3 deletes the (inference-unused) mask token
 
 
 class LayerScale(nn.Module):
@@ -85,7 +88,10 @@ class DinoVisionTransformer(nn.Module):
         self.patch_embed = PatchEmbed(c.embed_dim, c.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + c.pos_grid ** 2, c.embed_dim))
-        self.mask_token = nn.Parameter(torch.zeros(1, c.embed_dim))        # unused at inference
+        if c.mask_token:
+            self.mask_token = nn.Parameter(torch.zeros(1, c.embed_dim))    # unused at inference
+        if c.num_register_tokens:
+            self.register_tokens = nn.Parameter(torch.zeros(1, c.num_register_tokens, c.embed_dim))
         self.blocks = nn.ModuleList(Block(c.embed_dim, c.num_heads, c.mlp_hidden) for _ in range(c.depth))
         self.norm = nn.LayerNorm(c.embed_dim, eps=1e-6)
 
@@ -94,6 +100,7 @@ class DinoVisionTransformer(nn.Module):
 
         Bicubic in float32 with scale factors (h0+0.1)/M and (w0+0.1)/M (not an output size): the
         offset shifts the sampling grid, so an output-size resize would differ (by ~0.5 on real data).
+        With offset 0 (the register models) the output size (h0, w0) is given instead, with antialias.
         """
         m = self.config.pos_grid
         pos = self.pos_embed
@@ -101,21 +108,31 @@ class DinoVisionTransformer(nn.Module):
             return pos
         off = self.config.interpolate_offset
         grid = rearrange(pos[:, 1:].float(), "1 (h w) d -> 1 d h w", h=m, w=m)
-        grid = F.interpolate(grid, scale_factor=((h0 + off) / m, (w0 + off) / m), mode="bicubic",
-                             align_corners=False, antialias=False)
+        antialias = self.config.interpolate_antialias
+        if off:
+            grid = F.interpolate(grid, scale_factor=((h0 + off) / m, (w0 + off) / m), mode="bicubic",
+                                 align_corners=False, antialias=antialias)
+        else:
+            grid = F.interpolate(grid, size=(h0, w0), mode="bicubic", align_corners=False, antialias=antialias)
         patch = rearrange(grid, "1 d h w -> 1 (h w) d")
         return torch.cat([pos[:, :1].float(), patch], dim=1).to(pos.dtype)
 
     def embed(self, x: Tensor) -> Tensor:
-        """(B,3,H,W) normalised image -> (B, 1+N, D) tokens with class token and positions."""
+        """(B,3,H,W) normalised image -> (B, 1+R+N, D) tokens: class token, R registers, patches.
+
+        Positions are added before the registers are inserted, so the registers get none."""
         b, _, h, w = x.shape
         p = self.config.patch_size
         tokens = self.patch_embed(x)
         tokens = torch.cat([self.cls_token.expand(b, -1, -1).to(tokens.dtype), tokens], dim=1)
-        return tokens + self.interpolate_pos_encoding(h // p, w // p).to(tokens.dtype)
+        tokens = tokens + self.interpolate_pos_encoding(h // p, w // p).to(tokens.dtype)
+        if self.config.num_register_tokens:
+            registers = self.register_tokens.expand(b, -1, -1).to(tokens.dtype)
+            tokens = torch.cat([tokens[:, :1], registers, tokens[:, 1:]], dim=1)
+        return tokens
 
     def tokens(self, x: Tensor, layers: list[int]) -> list[Tensor]:
-        """Final-LayerNorm tokens (B, 1+N, D) after each block index in `layers` (0-based)."""
+        """Final-LayerNorm tokens (B, 1+R+N, D) after each block index in `layers` (0-based)."""
         x = self.embed(x)
         wanted, out = set(layers), {}
         for i, block in enumerate(self.blocks[: max(layers) + 1]):

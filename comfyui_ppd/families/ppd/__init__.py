@@ -23,7 +23,8 @@ class PPDFamily(Family):
 
     name, role = "ppd", "dit"
     title = "the PPD DiT"
-    advice = "It is the PPD image DiT: give it to the model / DiT input (load_dit)."
+    advice = ("This is the image model (PPD); use the image nodes (Load PPD Model) or PPDPipeline, and give it "
+              "to the DiT input (load_dit).")
     pipeline = "comfyui_ppd.families.ppd.pipeline:PPDPipeline"
 
     def detect(self, keys: Collection[str]) -> int:

@@ -113,13 +113,15 @@ class Attention(nn.Module):
         self.k_norm = nn.LayerNorm(head_dim, eps=1e-5)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor] | None) -> Tensor:
         # One matmul per projection keeps q, k, v contiguous as (B, N, heads, head_dim): the per-head
         # norms need no copy, and SDPA reads the (B, heads, N, head_dim) views through their strides.
+        # rope None: no rotary embedding (the video DiT uses an absolute sin-cos table instead).
         q, k, v = (F.linear(x, w, b).unflatten(-1, (self.num_heads, -1))
                    for w, b in zip(self.qkv.weight.chunk(3), self.qkv.bias.chunk(3)))
-        q = apply_rope_2d(self.q_norm(q).transpose(1, 2), *rope)
-        k = apply_rope_2d(self.k_norm(k).transpose(1, 2), *rope)
+        q, k = self.q_norm(q).transpose(1, 2), self.k_norm(k).transpose(1, 2)
+        if rope is not None:
+            q, k = apply_rope_2d(q, *rope), apply_rope_2d(k, *rope)
         out = F.scaled_dot_product_attention(q, k, v.transpose(1, 2))
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))
 
@@ -135,7 +137,7 @@ class DiTBlock(nn.Module):
         self.mlp = Mlp(dim, mlp_hidden, gelu="tanh")
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
-    def forward(self, x: Tensor, c: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor, rope: tuple[Tensor, Tensor] | None) -> Tensor:
         # c: (B or 1, D) -> six (B or 1, 1, D) modulation vectors
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = \
             self.adaLN_modulation(c)[:, None].chunk(6, dim=-1)

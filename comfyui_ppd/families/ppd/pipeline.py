@@ -222,6 +222,12 @@ def merge_ensemble(members: Tensor) -> tuple[Tensor, Tensor]:
 
 def check_pair(dit: PPDDiT, encoder: SemanticEncoder) -> None:
     """The DiT must be trained for this encoder's semantics: widths must agree, and the kind if known."""
+    if not isinstance(dit, PPDDiT):
+        raise InputError(f"PPDPipeline needs the PPD image DiT (ppd.pth), got {type(dit).__name__}; the video "
+                         "DiT (ppvd.pth) goes to VideoDepthPipeline with pi3.safetensors.")
+    if encoder.kind == "pi3":
+        raise InputError("Pi3 is the video model's semantic encoder; PPDPipeline needs depth_anything_v2_vitl.pth "
+                         "(ppd.pth) or the MoGe-2 model.pt (ppd_moge.pth).")
     want = dit.config.semantic_dim
     if encoder.semantic_dim != want:
         raise InputError(f"the DiT expects {want}-wide semantic tokens but the {encoder.kind} encoder gives "
