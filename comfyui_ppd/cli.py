@@ -62,52 +62,47 @@ def output_paths(out_dir: Path, image: Path) -> dict[str, Path]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    images = [Path(p) for p in args.images]
-    for p in images:
-        if not p.is_file():
-            raise InputError(f"input image not found: {p}")
+    """Depth for files, folders, patterns and @lists; resumable; exit 0 = all done, 1 = some items failed."""
+    from .batch import inputs
     out_dir = Path(args.out)
+    items = inputs.expand_inputs(args.images, exclude=out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    wanted = ["png16", "color", "npy"] + (["ply"] if args.pointcloud else [])
-    if not args.overwrite:                        # refuse before any work: nothing is written half-way
-        existing = [str(output_paths(out_dir, p)[k]) for p in images for k in wanted
-                    if output_paths(out_dir, p)[k].exists()]
-        if existing:
-            raise InputError(f"{len(existing)} output file(s) already exist (e.g. {existing[0]}); "
-                             "pass --overwrite or choose another --out folder.")
     if args.download:
         names = [n for n in (args.model, args.encoder) if n and not Path(n).is_file()] or None
         download.download_official(names, download.models_dirs(args.models_dir)[0])
     dit_path = download.find_model(args.model, "dit", explicit=args.models_dir)
     enc_name = args.encoder or ("moge2_vitl_normal.pt" if "moge" in dit_path.name.lower() else None)
     enc_path = download.find_model(enc_name, "encoder", explicit=args.models_dir)
-    device = pick_device(args.device)
-    dtype = weight_dtype(args.precision, device)
-    from . import load_dit, load_semantic_encoder
-    pipe = PPDPipeline(load_dit(dit_path, device=device, dtype=dtype),
-                       load_semantic_encoder(enc_path, device=device, dtype=dtype), area=args.area)
-    for n, path in enumerate(images, 1):
-        image = imaging.load_image(path)
-        prepared = pipe.prepare(image)
-        result = pipe.predict(prepared, steps=args.steps, seed=args.seed,
-                              callback=ConsoleProgress(f"[{n}/{len(images)}] {path.name}", args.progress))
-        cloud = make_pointcloud(result.depth[0], result.image[0], args) if args.pointcloud else None
-        write_depth_outputs(result.depth[0], image.shape[-2:], output_paths(out_dir, path), args)
-        if cloud is not None:                     # built before any write, so a bad --near/--far writes nothing
-            from .geometry import write_ply
-            write_ply(output_paths(out_dir, path)["ply"], cloud, overwrite=args.overwrite)
-        print(f"{path.name}: depth {tuple(result.depth.shape[-2:])} -> {out_dir}")
-    return 0
+    from .batch.ppd import PPDProcessor
+    if args.ray or args.ray_address:
+        from .batch import distributed
+        device = args.device if args.device != "auto" else None
+        summary = distributed.run_ray(items, PPDProcessor(args, dit_path, enc_path, device or "cpu"),
+                                      address=args.ray_address, workers=args.ray_workers,
+                                      batch_size=args.batch_size or 4, overwrite=args.overwrite,
+                                      gpu=device is None or device.startswith("cuda"))
+    else:
+        from .batch.runner import run_sequential
+        processor = PPDProcessor(args, dit_path, enc_path, str(pick_device(args.device)))
+        summary = run_sequential(items, processor, overwrite=args.overwrite, batch_size=args.batch_size or 4,
+                                 workers=args.workers, progress=ConsoleProgress("predict", args.progress))
+    print(summary.format())
+    return 0 if summary.ok else 1
 
 
 def write_depth_outputs(depth: torch.Tensor, input_size: tuple[int, int], paths: dict[str, Path],
-                        args: argparse.Namespace) -> None:
-    """16-bit PNG (near = white, input size), colour map PNG (input size), raw float .npy (processing size)."""
-    imaging.write_npy(paths["npy"], depth[0].numpy().astype("float32"), overwrite=args.overwrite)
-    _, near_white = imaging.render_depth(depth[None], "controlnet", size=tuple(input_size))
-    colour, _ = imaging.render_depth(depth[None], "colormap", "spectral", size=tuple(input_size))
-    imaging.write_png16(paths["png16"], near_white[0].numpy(), overwrite=args.overwrite)
-    imaging.write_png8_rgb(paths["color"], colour[0].numpy(), overwrite=args.overwrite)
+                        args: argparse.Namespace, skip: frozenset[str] | set[str] = frozenset()) -> None:
+    """16-bit PNG (near = white, input size), colour map PNG (input size), raw float .npy (processing size).
+
+    Outputs named in `skip` ("npy", "png16", "color") are left alone (a resumed batch keeps existing files)."""
+    if "npy" not in skip:
+        imaging.write_npy(paths["npy"], depth[0].numpy().astype("float32"), overwrite=args.overwrite)
+    if "png16" not in skip:
+        _, near_white = imaging.render_depth(depth[None], "controlnet", size=tuple(input_size))
+        imaging.write_png16(paths["png16"], near_white[0].numpy(), overwrite=args.overwrite)
+    if "color" not in skip:
+        colour, _ = imaging.render_depth(depth[None], "colormap", "spectral", size=tuple(input_size))
+        imaging.write_png8_rgb(paths["color"], colour[0].numpy(), overwrite=args.overwrite)
 
 
 def make_pointcloud(depth: torch.Tensor, image: torch.Tensor, args: argparse.Namespace):
@@ -177,9 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m comfyui_ppd", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("predict", help="depth for image files: 16-bit PNG (near = white), colour PNG, .npy")
-    p.add_argument("images", nargs="+", help="image files (png, jpg, ...)")
-    p.add_argument("--out", required=True, help="output folder")
+    p = sub.add_parser("predict", help="depth for images, folders and videos: 16-bit PNG (near = white), colour "
+                       "PNG, .npy; resumable (exit 0: all done, 1: some inputs failed, 2: nothing could run)")
+    p.add_argument("images", nargs="+", help="image or video files, folders (recursive), quoted glob patterns, "
+                   "or @list.txt (one input per line)")
+    p.add_argument("--out", required=True, help="output folder; outputs mirror the input folders below it")
     p.add_argument("--model", help="DiT checkpoint (path or file name in the models folder); default ppd.pth")
     p.add_argument("--encoder", help="semantic encoder checkpoint; default depth_anything_v2_vitl.pth")
     p.add_argument("--models-dir", help="folder searched first for model files")
@@ -189,7 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--area", type=int, default=1024 * 768, help="processing area in pixels (default 1024*768)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--precision", default="auto", choices=["auto", *DTYPES], help="weight precision")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--overwrite", action="store_true", help="redo every input and replace existing output files "
+                   "(without it, inputs whose outputs all exist are skipped and existing files are kept)")
+    p.add_argument("--batch-size", type=int, default=4, help="images of one processing size per model call (default 4)")
+    p.add_argument("--workers", type=int, default=2, help="loader threads decoding ahead of the model (default 2)")
+    p.add_argument("--ray", action="store_true", help="run as a Ray Data job (pip install 'comfyui-ppd[distributed]')")
+    p.add_argument("--ray-address", help="join this Ray cluster (e.g. auto, or ray://head:10001); implies --ray")
+    p.add_argument("--ray-workers", type=int, help="model copies (default: one per GPU, else one per CPU)")
     p.add_argument("--pointcloud", action="store_true", help="also write a PLY point cloud per image")
     p.add_argument("--fov", type=float, default=60.0,
                    help="horizontal field of view in degrees for --pointcloud (default 60)")
