@@ -80,7 +80,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         summary = distributed.run_ray(items, PPDProcessor(args, dit_path, enc_path, device or "cpu"),
                                       address=args.ray_address, workers=args.ray_workers,
                                       batch_size=args.batch_size or 4, overwrite=args.overwrite,
-                                      gpu=device is None or device.startswith("cuda"))
+                                      gpu=device is None or device.startswith("cuda"),
+                                      progress=ConsoleProgress("predict --ray", args.progress))
     else:
         from .batch.runner import run_sequential
         processor = PPDProcessor(args, dit_path, enc_path, str(pick_device(args.device)))

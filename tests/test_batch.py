@@ -154,6 +154,17 @@ def test_bad_files_are_reported_and_the_rest_is_done(models, tmp_path, capsys):
     assert len(output_files(tmp_path / "out")) == 4 * 3 and not (tmp_path / "out" / "bad").exists()
 
 
+def test_a_model_that_cannot_load_stops_the_run(models, tmp_path, capsys):
+    make_tree(tmp_path / "in", 2)
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "ppd.pth").write_bytes(b"not a checkpoint")
+    (tmp_path / "m" / "depth_anything_v2_vitl.pth").write_bytes(models["da2"].read_bytes())
+    code = main(["predict", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--models-dir", str(tmp_path / "m"),
+                 "--no-progress"])
+    assert code == 2 and "ppd.pth" in capsys.readouterr().err
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file()]
+
+
 # --------------------------------------------------------------------------- videos
 
 

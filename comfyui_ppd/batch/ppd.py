@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .. import imaging
-from ..errors import InputError
+from ..errors import CheckpointError, InputError, PPDError
 from .inputs import Item
 
 SUFFIXES = {"png16": "_depth16.png", "color": "_depth_color.png", "npy": "_depth.npy", "ply": "_points.ply"}
@@ -44,9 +44,14 @@ class PPDProcessor:
             from ..pipeline import PPDPipeline
             device = torch.device(self.device)
             dtype = weight_dtype(self.args.precision, device)
-            self._pipe = PPDPipeline(load_dit(self.dit_path, device=device, dtype=dtype),
-                                     load_semantic_encoder(self.enc_path, device=device, dtype=dtype),
-                                     area=self.args.area)
+            try:
+                self._pipe = PPDPipeline(load_dit(self.dit_path, device=device, dtype=dtype),
+                                         load_semantic_encoder(self.enc_path, device=device, dtype=dtype),
+                                         area=self.args.area)
+            except CheckpointError:                # a model that cannot load stops the run (exit 2)
+                raise
+            except PPDError as e:
+                raise CheckpointError(str(e)) from e
         return self._pipe
 
     # -- names ---------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Hashable, Iterator, Protocol
 
+from ..errors import CheckpointError
 from .inputs import Item
 
 
@@ -174,6 +175,8 @@ def run_sequential(items: list[Item], processor: Processor, *, overwrite: bool =
             return
         try:
             results = processor.infer([s.payload for s in batch])
+        except CheckpointError:                             # the model itself cannot load: stop the run
+            raise
         except Exception as e:                              # noqa: BLE001 - the batch's items fail, the run goes on
             for s in batch:
                 tracker.fail(s.item, e)
