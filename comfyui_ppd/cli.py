@@ -64,6 +64,9 @@ def output_paths(out_dir: Path, image: Path) -> dict[str, Path]:
 def cmd_predict(args: argparse.Namespace) -> int:
     """Depth for files, folders, patterns and @lists; resumable; exit 0 = all done, 1 = some items failed."""
     from .batch import inputs
+    for name in ("batch_size", "workers", "ray_workers"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     out_dir = Path(args.out)
     items = inputs.expand_inputs(args.images, exclude=out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -79,13 +82,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         device = args.device if args.device != "auto" else None
         summary = distributed.run_ray(items, PPDProcessor(args, dit_path, enc_path, device or "cpu"),
                                       address=args.ray_address, workers=args.ray_workers,
-                                      batch_size=args.batch_size or 4, overwrite=args.overwrite,
+                                      batch_size=args.batch_size, overwrite=args.overwrite,
                                       gpu=device is None or device.startswith("cuda"),
                                       progress=ConsoleProgress("predict --ray", args.progress))
     else:
         from .batch.runner import run_sequential
         processor = PPDProcessor(args, dit_path, enc_path, str(pick_device(args.device)))
-        summary = run_sequential(items, processor, overwrite=args.overwrite, batch_size=args.batch_size or 4,
+        summary = run_sequential(items, processor, overwrite=args.overwrite, batch_size=args.batch_size,
                                  workers=args.workers, progress=ConsoleProgress("predict", args.progress))
     print(summary.format())
     return 0 if summary.ok else 1

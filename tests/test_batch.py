@@ -207,3 +207,23 @@ def test_video_without_pyav_names_the_install(models, tmp_path, capsys, monkeypa
     assert predict(models, tmp_path / "in", "--out", tmp_path / "out") == 1
     text = capsys.readouterr().out
     assert "pip install av" in text and counts(text)["done"] == 1
+
+
+# --------------------------------------------------------------------------- Ray is optional
+
+
+def test_ray_missing_names_the_extra(models, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)                          # import ray -> ImportError
+    _touch(tmp_path / "a.png")
+    assert predict(models, tmp_path / "a.png", "--out", tmp_path / "o", "--ray") == 2
+    assert 'pip install "comfyui-ppd[distributed]"' in capsys.readouterr().err
+
+
+def test_the_engine_and_the_nodes_do_not_import_ray():
+    import subprocess
+    code = ("import sys; sys.path.insert(0, 'tests'); from conftest import load_pack; load_pack(); "
+            "import comfyui_ppd.cli, comfyui_ppd.batch.runner, comfyui_ppd.batch.ppd, comfyui_ppd.batch.inputs; "
+            "assert 'ray' not in sys.modules, 'ray imported'")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -23,9 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, PPDError
 from .inputs import Item
-from .runner import Summary, Tracker, split_done
+from .runner import FatalError, Summary, Tracker, split_done
 
 KILL_ENV = "PPD_TEST_KILL_AT"           # test hook: "<item index or name>:<marker file>", see ModelActor
 
@@ -121,6 +121,17 @@ def write(row: dict, processor: Any) -> dict:
     return out
 
 
+def _cause(error: BaseException) -> str:
+    """The user-facing message inside a Ray error (a PPDError raised in a worker), else its first line."""
+    seen = error
+    while seen is not None:
+        if isinstance(seen, PPDError):
+            return str(seen).splitlines()[-1] if "Traceback" in str(seen) else str(seen)
+        seen = getattr(seen, "cause", None) or seen.__cause__
+    text = str(error).strip().splitlines()
+    return text[-1] if text else type(error).__name__
+
+
 def start_ray(address: str | None, workers: int | None, gpu: bool) -> bool:
     """Connect to `address` or start a quiet local Ray; returns whether this call started it."""
     ray = _ray()
@@ -160,7 +171,10 @@ def run_ray(items: list[Item], processor: Any, *, address: str | None = None, wo
         for item in todo:
             tracker.start(item)
         if todo:
-            _execute(ray, todo, processor, tracker, n, gpus > 0, batch_size)
+            try:
+                _execute(ray, todo, processor, tracker, n, gpus > 0, batch_size)
+            except Exception as e:                          # e.g. no worker could load the model: exit 2
+                raise FatalError(f"the Ray job stopped: {_cause(e)}") from e
         for index in list(tracker.items):                  # nothing came back for it (should not happen)
             tracker.fail(tracker.items[index], "no result came back from the Ray job")
     finally:

@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from .. import imaging
-from ..errors import CheckpointError, InputError, PPDError
+from ..errors import InputError, PPDError
 from .inputs import Item
+from .runner import FatalError
 
 SUFFIXES = {"png16": "_depth16.png", "color": "_depth_color.png", "npy": "_depth.npy", "ply": "_points.ply"}
 MANIFEST = "frames.json"
@@ -48,10 +49,8 @@ class PPDProcessor:
                 self._pipe = PPDPipeline(load_dit(self.dit_path, device=device, dtype=dtype),
                                          load_semantic_encoder(self.enc_path, device=device, dtype=dtype),
                                          area=self.args.area)
-            except CheckpointError:                # a model that cannot load stops the run (exit 2)
-                raise
-            except PPDError as e:
-                raise CheckpointError(str(e)) from e
+            except PPDError as e:                  # a model that cannot load stops the run (exit 2)
+                raise FatalError(str(e)) from e
         return self._pipe
 
     # -- names ---------------------------------------------------------------------------------

@@ -17,8 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Hashable, Iterator, Protocol
 
-from ..errors import CheckpointError
+from ..errors import PPDError
 from .inputs import Item
+
+
+class FatalError(PPDError):
+    """An error that stops the whole run (e.g. the model cannot load), not just one item."""
 
 
 @dataclass
@@ -138,7 +142,6 @@ class Tracker:
 def _message(error: BaseException | str) -> str:
     if isinstance(error, str):
         return error
-    from ..errors import PPDError
     text = str(error) if isinstance(error, PPDError) else f"{type(error).__name__}: {error}"
     return " ".join(text.split())
 
@@ -175,7 +178,7 @@ def run_sequential(items: list[Item], processor: Processor, *, overwrite: bool =
             return
         try:
             results = processor.infer([s.payload for s in batch])
-        except CheckpointError:                             # the model itself cannot load: stop the run
+        except FatalError:                                  # e.g. the model cannot load: stop the run
             raise
         except Exception as e:                              # noqa: BLE001 - the batch's items fail, the run goes on
             for s in batch:

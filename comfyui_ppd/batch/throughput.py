@@ -130,7 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--ray", type=int, nargs="*", default=[1, 2], help="Ray model worker counts to time")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads of the single-machine runs (default 1, as each Ray CPU worker)")
     args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
     sizes = [(480, 640), (640, 480), (600, 800)]
     rows: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
