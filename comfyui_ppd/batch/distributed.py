@@ -145,7 +145,8 @@ def start_ray(address: str | None, workers: int | None, gpu: bool) -> bool:
     root = str(Path(__file__).resolve().parents[2])
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
     cpus = max(os.cpu_count() or 1, (workers or 1) + 1)                # +1: decode and write tasks
-    ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING, log_to_driver=os.environ.get("PPD_RAY_LOGS") == "1")
+    ray.init(num_cpus=cpus, include_dashboard=False, logging_level=logging.WARNING,
+             log_to_driver=os.environ.get("PPD_RAY_LOGS") == "1")          # PPD_RAY_LOGS=1: show worker output
     return True
 
 
@@ -157,6 +158,9 @@ def run_ray(items: list[Item], processor: Any, *, address: str | None = None, wo
     start = time.perf_counter()
     summary = Summary(total=len(items))
     todo, summary.skipped = split_done(items, processor, overwrite)
+    if not todo:                                           # everything is there: no need to start Ray
+        summary.seconds = time.perf_counter() - start
+        return summary
     started = start_ray(address, workers, gpu)
     try:
         gpus = int(ray.cluster_resources().get("GPU", 0)) if gpu else 0
@@ -170,11 +174,10 @@ def run_ray(items: list[Item], processor: Any, *, address: str | None = None, wo
         tracker = Tracker(processor, summary, progress)
         for item in todo:
             tracker.start(item)
-        if todo:
-            try:
-                _execute(ray, todo, processor, tracker, n, gpus > 0, batch_size)
-            except Exception as e:                          # e.g. no worker could load the model: exit 2
-                raise FatalError(f"the Ray job stopped: {_cause(e)}") from e
+        try:
+            _execute(ray, todo, processor, tracker, n, gpus > 0, batch_size)
+        except Exception as e:                              # e.g. no worker could load the model: exit 2
+            raise FatalError(f"the Ray job stopped: {_cause(e)}") from e
         for index in list(tracker.items):                  # nothing came back for it (should not happen)
             tracker.fail(tracker.items[index], "no result came back from the Ray job")
     finally:
@@ -190,7 +193,8 @@ def _execute(ray, todo: list[Item], processor: Any, tracker: Tracker, workers: i
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
     logging.getLogger("ray.data").setLevel(logging.ERROR)
-    rows = [{"index": it.index, "path": str(it.path), "stem": str(it.stem), "kind": it.kind} for it in todo]
+    # Absolute paths: workers may run in another folder (or on another node with the same shared paths).
+    rows = [{"index": it.index, "path": str(it.path.resolve()), "stem": str(it.stem), "kind": it.kind} for it in todo]
     ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 8 * workers))
     ds = ds.flat_map(decode, fn_kwargs={"processor": processor}, num_cpus=0.5)
     ds = ds.map_batches(ModelActor, fn_constructor_kwargs={"processor": processor,

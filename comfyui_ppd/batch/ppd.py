@@ -30,8 +30,10 @@ class PPDProcessor:
     precision); `device` a torch device name."""
 
     def __init__(self, args: argparse.Namespace, dit_path: Path, enc_path: Path, device: str) -> None:
-        self.args, self.dit_path, self.enc_path, self.device = args, Path(dit_path), Path(enc_path), device
-        self.out = Path(args.out)
+        self.args, self.device = args, device
+        # Absolute, so Ray workers starting in another folder read and write the same files.
+        self.dit_path, self.enc_path = Path(dit_path).resolve(), Path(enc_path).resolve()
+        self.out = Path(args.out).resolve()
         self._pipe = None
 
     def __getstate__(self) -> dict:
