@@ -12,77 +12,97 @@ from . import catalogue, download, imaging, registry, runtime, tasks
 from .checkpoints import load_strict, read_checkpoint
 from .errors import InputError, PPDError
 from .io.files import atomic_write
-from .io.images import load_image
-from .io.meshes import write_ply
-from .io.video import is_video_file
 from .progress import ConsoleProgress
 
 
-def output_paths(out_dir: Path, image: Path) -> dict[str, Path]:
-    stem = image.stem
-    return {"png16": out_dir / f"{stem}_depth16.png", "color": out_dir / f"{stem}_depth_color.png",
-            "npy": out_dir / f"{stem}_depth.npy", "ply": out_dir / f"{stem}_points.ply",
-            "normals": out_dir / f"{stem}_normals.png"}
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
-    images = [Path(p) for p in args.images]
-    if any(is_video_file(p) for p in images):
-        return predict_videos(args, images)
-    for p in images:
-        if not p.is_file():
-            raise InputError(f"input image not found: {p}")
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Depth for files, folders, patterns and @lists, mirrored under --out; resumable.
+
+    Exit 0: every input done (or already done); 1: some inputs failed (listed in the summary); 2: nothing could
+    run (bad options, a model that cannot load). Videos go to the video model when its files are found, else
+    the image model runs per frame."""
+    from .batch import inputs
+    from .batch.runner import Summary
+    for name in ("batch_size", "workers", "ray_workers"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.metric and not args.pointcloud:
         raise InputError("--metric makes the point cloud metric: add --pointcloud (or drop --metric).")
-    wanted = ["png16", "color", "npy"] + (["ply"] if args.pointcloud else []) + (["normals"] if args.normals else [])
-    if not args.overwrite:                        # refuse before any work: nothing is written half-way
-        existing = [str(output_paths(out_dir, p)[k]) for p in images for k in wanted
-                    if output_paths(out_dir, p)[k].exists()]
-        if existing:
-            raise InputError(f"{len(existing)} output file(s) already exist (e.g. {existing[0]}); "
-                             "pass --overwrite or choose another --out folder.")
+    use_ray = bool(args.ray or args.ray_address)
+    if use_ray and (args.metric or args.normals):
+        raise InputError("--metric and --normals run MoGe-2 beside PPD, which the Ray job does not do yet; drop "
+                         "--ray (the sequential run batches and prefetches too) or drop --metric/--normals.")
+    out_dir = Path(args.out)
+    items = inputs.expand_inputs(args.images, exclude=out_dir)
+    videos = [it for it in items if it.kind == "video"]
     if args.download:
+        # None: every official file with a link (the video model's pi3 too; ppvd.pth's instructions are printed)
         names = [n for n in (args.model, args.encoder) if n and not Path(n).is_file()] or None
         download.download_official(names, catalogue.models_dirs(args.models_dir)[0])
+    video_model = find_video_model(args) if videos else None
+    frame_items = [it for it in items if it.kind == "image" or video_model is None]
+    video_items = [it for it in videos if video_model is not None]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = Summary()
+    if frame_items:
+        summary = predict_images(args, frame_items, use_ray)
+    if video_items and video_model is not None:
+        summary.add(predict_videos(args, video_items, *video_model))
+    if video_model is not None:
+        summary.notes.append(f"videos: the video model ({video_model[0].name} + {video_model[1].name})")
+    elif videos:
+        summary.notes.append("videos: the image model per frame (the video model, ppvd.pth + pi3.safetensors, "
+                             "was not found)")
+    print(summary.format())
+    return 0 if summary.ok else 1
+
+
+def find_video_model(args: argparse.Namespace) -> tuple[Path, Path] | None:
+    """(ppvd.pth, pi3.safetensors) when the video model is available, else None (the image model per frame).
+
+    --model/--encoder naming image files choose the image model; naming video files requires them."""
+    def role(name: str | None) -> str | None:
+        entry = catalogue.OFFICIAL_FILES.get(Path(name).name) if name else None
+        return entry.role if entry else None
+
+    wants = [role(n) for n in (args.model, args.encoder) if n]
+    if any(r in ("video_dit", "video_encoder") for r in wants):     # named: missing files are errors
+        return (catalogue.find_model(args.model if role(args.model) == "video_dit" else None, "video_dit",
+                                     explicit=args.models_dir),
+                catalogue.find_model(args.encoder if role(args.encoder) == "video_encoder" else None,
+                                     "video_encoder", explicit=args.models_dir))
+    if args.model or args.encoder:                                  # an image model was named
+        return None
+    try:
+        return (catalogue.find_model(None, "video_dit", explicit=args.models_dir),
+                catalogue.find_model(None, "video_encoder", explicit=args.models_dir))
+    except PPDError:
+        return None
+
+
+def predict_images(args: argparse.Namespace, items: list, use_ray: bool):
+    """Images (and videos frame by frame) through the image model: batch.runner here, batch.distributed on Ray."""
+    from .batch.ppd import PPDProcessor
     dit_path = catalogue.find_model(args.model, "dit", explicit=args.models_dir)
     enc_name = args.encoder or catalogue.DEFAULT_ENCODER.get(catalogue.semantics_from_name(dit_path.name) or "")
     enc_path = catalogue.find_model(enc_name, "encoder", explicit=args.models_dir)
-    device = runtime.pick_device(args.device)
-    pipe = tasks.load_pipeline(dit_path, enc_path, runtime.precision(args.precision, device), device=device,
-                               area=args.area)
-    geometry_model = None
+    geo_path = None
     if args.metric or args.normals:               # MoGe-2: metric depth, camera and normals (run_point_cloud.py)
         geo_path = catalogue.find_model(args.geometry_model or catalogue.DEFAULT_ENCODER["moge2"], "encoder",
                                         explicit=args.models_dir)
-        geometry_model = tasks.load_geometry(geo_path, device=device)
-        if args.normals and not geometry_model.has_normal:
-            raise InputError(f"--normals: {geo_path.name} has no normal head, so it gives no normals; use the "
-                             "MoGe-2 model with normals (Ruicheng/moge-2-vitl-normal) or drop --normals.")
-    for n, path in enumerate(images, 1):
-        image = load_image(path)
-        result = tasks.predict_depth(pipe, image, steps=args.steps, seed=args.seed,
-                                     progress=ConsoleProgress(f"[{n}/{len(images)}] {path.name}", args.progress))
-        files = output_paths(out_dir, path)
-        cloud = geo = None
-        if geometry_model is not None:
-            geo = tasks.estimate_geometry(geometry_model, image.to(device))
-        if args.pointcloud and geo is not None:   # the official metric chain: MoGe-2 scale and camera
-            cloud = tasks.official_metric_cloud(result.depth[0, 0], image[0], geo, outlier_filter=args.outlier_filter)
-        elif args.pointcloud:                     # built before any write, so a bad --near/--far writes nothing
-            cloud, _, _ = tasks.depth_to_cloud(result.depth[0, 0], "ppd", near=args.near, far=args.far,
-                                               fov_deg=args.fov, colors=result.image[0].permute(1, 2, 0))
-        input_size = (image.shape[-2], image.shape[-1])
-        tasks.save_depth(result.depth[0], {k: files[k] for k in ("png16", "color")}, size=input_size,
-                         overwrite=args.overwrite)
-        tasks.save_depth(result.depth[0], {"npy": files["npy"]}, overwrite=args.overwrite)
-        if cloud is not None:
-            write_ply(files["ply"], cloud, overwrite=args.overwrite)
-        if args.normals and geo is not None:
-            tasks.save_normals(geo["normal"][0], files["normals"], overwrite=args.overwrite)
-        print(f"{path.name}: depth {tuple(result.depth.shape[-2:])} -> {out_dir}")
-    return 0
+    if use_ray:
+        from .batch import distributed
+        device = args.device if args.device != "auto" else None
+        return distributed.run_ray(items, PPDProcessor(args, dit_path, enc_path, device or "cpu"),
+                                   address=args.ray_address, workers=args.ray_workers,
+                                   batch_size=args.batch_size, overwrite=args.overwrite,
+                                   gpu=device is None or device.startswith("cuda"),
+                                   progress=ConsoleProgress("predict --ray", args.progress))
+    from .batch.runner import run_sequential
+    processor = PPDProcessor(args, dit_path, enc_path, str(runtime.pick_device(args.device)), geo_path)
+    processor.check()                             # load the models now: a bad file stops the run before any work
+    return run_sequential(items, processor, overwrite=args.overwrite, batch_size=args.batch_size,
+                          workers=args.workers, progress=ConsoleProgress("predict", args.progress))
 
 
 def video_size(text: str) -> tuple[int, int]:
@@ -94,32 +114,50 @@ def video_size(text: str) -> tuple[int, int]:
     return h, w
 
 
-def predict_videos(args: argparse.Namespace, videos: list[Path]) -> int:
-    """Video files go to the video model (ppvd.pth + pi3.safetensors): PNG16 sequence, preview, .npz."""
-    images = [str(p) for p in videos if not is_video_file(p)]
-    if images:
-        raise InputError(f"give either video files or images, not both (images: {', '.join(images[:3])}).")
-    missing = [str(p) for p in videos if not p.is_file()]
-    if missing:
-        raise InputError(f"input video not found: {missing[0]}")
-    if args.download:
-        names = [n for n in (args.model or "ppvd.pth", args.encoder or "pi3.safetensors") if not Path(n).is_file()]
-        download.download_official(names, catalogue.models_dirs(args.models_dir)[0])
-    dit_path = catalogue.find_model(args.model, "video_dit", explicit=args.models_dir)
-    enc_path = catalogue.find_model(args.encoder, "video_encoder", explicit=args.models_dir)
+def video_outputs(args: argparse.Namespace, out_dir: Path, stem: str) -> list[Path]:
+    """The files that mark a finished video: the preview and the .npz (written after the PNG sequence), and the
+    flicker report with --flicker."""
+    paths = tasks.video_output_paths(out_dir, stem, 0)
+    extra = [out_dir / f"{stem}_flicker.json", out_dir / f"{stem}_flicker.txt"] if args.flicker else []
+    return [Path(str(paths["preview"])), Path(str(paths["npz"])), *extra]
+
+
+def predict_videos(args: argparse.Namespace, items: list, dit_path: Path, enc_path: Path):
+    """Video files through the video model on this machine, one by one (also under --ray): PNG16 sequence,
+    preview, .npz mirrored under --out. A video whose outputs all exist is skipped; a partial set is refused
+    (pass --overwrite), as predict_video_file never replaces files."""
+    import time
+
+    from .batch.runner import Summary, _message
+    start = time.perf_counter()
+    summary = Summary(total=len(items))
+    out = Path(args.out)
+    todo = [it for it in items if args.overwrite
+            or not all(p.is_file() for p in video_outputs(args, out / it.stem.parent, it.stem.name))]
+    summary.skipped = len(items) - len(todo)
+    if not todo:
+        return summary
     device = runtime.pick_device(args.device)
     pipe = tasks.load_video_pipeline(dit_path, enc_path, runtime.precision(args.precision, device), device=device,
                                      process_size=args.process_size)
-    out_dir = Path(args.out)
-    for n, path in enumerate(videos, 1):
-        done = tasks.predict_video_file(
-            pipe, path, out_dir, steps=args.steps, seed=args.seed, overwrite=args.overwrite, flicker=args.flicker,
-            progress=ConsoleProgress(f"[{n}/{len(videos)}] {path.name}", args.progress),
-            warn=lambda text: print(f"warning: {text}", file=sys.stderr))
-        print(f"{path.name}: {done['frames']} frames {done['size'][0]}x{done['size'][1]} -> {out_dir}")
+    for n, item in enumerate(todo, 1):
+        try:
+            done = tasks.predict_video_file(
+                pipe, item.path, out / item.stem.parent, stem=item.stem.name, steps=args.steps, seed=args.seed,
+                overwrite=args.overwrite, flicker=args.flicker,
+                progress=ConsoleProgress(f"[{n}/{len(todo)}] {item.path.name}", args.progress),
+                warn=lambda text: print(f"warning: {text}", file=sys.stderr))
+        except Exception as e:                    # noqa: BLE001 - a bad video fails its item, the run goes on
+            summary.failed[str(item.path)] = _message(e)
+            continue
+        summary.done += 1
+        summary.samples += done["frames"]
+        print(f"{item.path.name}: {done['frames']} frames {done['size'][0]}x{done['size'][1]} "
+              f"-> {out / item.stem.parent}")
         if args.flicker:
             print(done["flicker"])
-    return 0
+    summary.seconds = time.perf_counter() - start
+    return summary
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -182,18 +220,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m comfyui_ppd", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("predict", help="depth for image files: 16-bit PNG (near = white), colour PNG, .npy; "
-                       "for video files (.mp4, .mov, ...) the video model: 16-bit PNG sequence, preview .mp4, .npz")
-    p.add_argument("images", nargs="+", help="image files (png, jpg, ...) or video files (needs PyAV)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--model", help="DiT checkpoint (path or file name in the models folder); default ppd.pth, "
-                                   "for videos ppvd.pth")
-    p.add_argument("--encoder", help="semantic encoder checkpoint; default depth_anything_v2_vitl.pth, for videos "
-                                     "pi3.safetensors")
+    p = sub.add_parser("predict", help="depth for images, folders and videos: 16-bit PNG (near = white), colour "
+                       "PNG, .npy; videos with the video model when present (16-bit PNG sequence, preview .mp4, .npz), "
+                       "else the image model per frame; resumable (exit 0: all done, 1: some inputs failed, "
+                       "2: nothing could run)")
+    p.add_argument("images", nargs="+", help="image or video files, folders (recursive), quoted glob patterns, "
+                   "or @list.txt (one input per line); videos need PyAV")
+    p.add_argument("--out", required=True, help="output folder; outputs mirror the input folders below it")
+    p.add_argument("--model", help="DiT checkpoint (path or file name in the models folder); default ppd.pth; "
+                                   "naming ppvd.pth sends videos to the video model")
+    p.add_argument("--encoder", help="semantic encoder checkpoint; default depth_anything_v2_vitl.pth, for the video "
+                                     "model pi3.safetensors")
     p.add_argument("--process-size", default=(512, 512), type=video_size,
-                   help="videos: WIDTHxHEIGHT processing size, multiples of 32 (default 512x512, the trained size)")
+                   help="video model: WIDTHxHEIGHT processing size, multiples of 32 (default 512x512, the trained "
+                        "size)")
     p.add_argument("--flicker", action="store_true",
-                   help="videos: print the flicker summary and write <name>_flicker.json/.txt")
+                   help="video model: print the flicker summary and write <name>_flicker.json/.txt")
     p.add_argument("--models-dir", help="folder searched first for model files")
     p.add_argument("--download", action="store_true", help="download missing official files first")
     p.add_argument("--steps", type=int, default=4, help="sampling steps (default 4)")
@@ -203,7 +245,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--precision", default="auto", choices=runtime.CHOICES,
                    help="auto (CUDA: fp32 weights + bf16 autocast; else fp32), fp32, fp16, bf16 (README table)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--overwrite", action="store_true", help="redo every input and replace existing output files "
+                   "(without it, inputs whose outputs all exist are skipped and existing files are kept)")
+    p.add_argument("--batch-size", type=int, default=4, help="images of one processing size per model call (default 4)")
+    p.add_argument("--workers", type=int, default=2, help="loader threads decoding ahead of the model (default 2)")
+    p.add_argument("--ray", action="store_true", help="run the images as a Ray Data job "
+                                                     "(pip install 'comfyui-ppd[distributed]')")
+    p.add_argument("--ray-address", help="join this Ray cluster (e.g. auto, or ray://head:10001); implies --ray")
+    p.add_argument("--ray-workers", type=int, help="model copies (default: one per GPU, else one per CPU)")
     p.add_argument("--pointcloud", action="store_true", help="also write a PLY point cloud per image")
     p.add_argument("--fov", type=float, default=60.0,
                    help="horizontal field of view in degrees for --pointcloud (default 60)")

@@ -349,16 +349,18 @@ def save_video_depth(depth: Tensor, out_dir: Path, stem: str, *, fps: float, ove
 
 def predict_video_file(pipe: VideoDepthPipeline, path: Path, out_dir: Path, *, steps: int = 4, seed: int = 0,
                        overwrite: bool = False, flicker: bool = False, progress: ProgressCallback | None = None,
-                       warn: Callable[[str], None] | None = None) -> dict:
+                       warn: Callable[[str], None] | None = None, stem: str | None = None) -> dict:
     """Decode a video file, predict its depth and write save_video_depth's files (and <stem>_flicker.json /
-    .txt with `flicker`). Existing outputs are refused before any work, so nothing is written half-way."""
+    .txt with `flicker`) named after `stem` (default the file's). Existing outputs are refused before any work,
+    so nothing is written half-way."""
     import json
 
     from .io.video import read_video
+    stem = stem or path.stem
     frames = read_video(path)
-    paths = video_output_paths(out_dir, path.stem, len(frames))
-    extra = {"flicker_json": out_dir / f"{path.stem}_flicker.json",
-             "flicker_txt": out_dir / f"{path.stem}_flicker.txt"} if flicker else {}
+    paths = video_output_paths(out_dir, stem, len(frames))
+    extra = {"flicker_json": out_dir / f"{stem}_flicker.json",
+             "flicker_txt": out_dir / f"{stem}_flicker.txt"} if flicker else {}
     every = [*cast(list[Path], paths["png16"]), cast(Path, paths["preview"]), cast(Path, paths["npz"]),
              *extra.values()]
     existing = [p for p in every if p.exists()]
@@ -369,7 +371,7 @@ def predict_video_file(pipe: VideoDepthPipeline, path: Path, out_dir: Path, *, s
     if note and warn is not None:
         warn(note)
     result = predict_video(pipe, frames, steps=steps, seed=seed, progress=progress)
-    written = save_video_depth(result.depth, out_dir, path.stem, fps=frames.fps, overwrite=overwrite)
+    written = save_video_depth(result.depth, out_dir, stem, fps=frames.fps, overwrite=overwrite)
     out: dict = {"frames": len(frames), "size": frames.size, "fps": frames.fps, "paths": written}
     if flicker:
         report = flicker_report(result.depth)

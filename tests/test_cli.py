@@ -41,13 +41,14 @@ def test_same_seed_same_depth_and_seed_changes_it(models, image_file, tmp_path):
 
 
 def test_never_overwrites_without_flag(models, image_file, tmp_path, capsys):
+    """A file already in --out is kept (resume semantics: the missing outputs are added and reported)."""
     out = tmp_path / "out"
     out.mkdir()
     (out / "photo_depth16.png").write_bytes(b"mine")
-    assert predict(models, image_file, "--out", out) == 2
-    assert "already exist" in capsys.readouterr().err
+    assert predict(models, image_file, "--out", out) == 0
+    assert "1 existing output file(s) were kept" in capsys.readouterr().out
     assert (out / "photo_depth16.png").read_bytes() == b"mine"
-    assert not (out / "photo_depth.npy").exists()                       # nothing written half-way
+    assert (out / "photo_depth.npy").is_file() and (out / "photo_depth_color.png").is_file()
     assert predict(models, image_file, "--out", out, "--overwrite") == 0
     assert (out / "photo_depth16.png").read_bytes() != b"mine"
 

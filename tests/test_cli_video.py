@@ -5,7 +5,6 @@ import builtins
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from comfyui_ppd import cli
@@ -55,20 +54,32 @@ def test_video_file_writes_png16_sequence_preview_and_npz(models, clip, tmp_path
 
 
 def test_existing_outputs_are_refused_before_any_work(models, clip, tmp_path, capsys):
+    """A partial set of a video's outputs is never replaced without --overwrite: the item fails (exit 1), named
+    in the summary, and nothing is written."""
     out = tmp_path / "out"
     (out / "pan_depth16").mkdir(parents=True)
     (out / "pan_depth16" / "pan_00003.png").write_bytes(b"mine")
-    assert predict(models, clip, "--out", out) == 2
-    assert "already exist" in capsys.readouterr().err
+    assert predict(models, clip, "--out", out) == 1
+    assert "already exist" in capsys.readouterr().out
     assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["pan_00003.png"]
+
+
+def test_a_finished_video_is_skipped_on_a_rerun(models, clip, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert predict(models, clip, "--out", out) == 0
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    assert predict(models, clip, "--out", out) == 0
+    assert "1 item(s): 0 done, 1 skipped" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamps
 
 
 def test_undecodable_video_is_a_clear_error(models, tmp_path, capsys):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"\x00" * 1000)
-    assert predict(models, bad, "--out", tmp_path / "out") == 2
-    err = capsys.readouterr().err
-    assert "could not decode the video" in err and "Traceback" not in err
+    assert predict(models, bad, "--out", tmp_path / "out") == 1          # the item fails, reported in the summary
+    text = capsys.readouterr().out
+    assert "could not decode the video" in text and "Traceback" not in text
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
@@ -81,18 +92,55 @@ def test_missing_pyav_says_how_to_install(models, clip, tmp_path, capsys, monkey
         return real(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_av)
-    assert predict(models, clip, "--out", tmp_path / "out") == 2
-    err = capsys.readouterr().err
-    assert "needs PyAV" in err and "pip install av" in err
+    assert predict(models, clip, "--out", tmp_path / "out") == 1
+    text = capsys.readouterr().out
+    assert "needs PyAV" in text and "pip install av" in text
 
 
-def test_videos_and_images_are_not_mixed(models, clip, image_file, tmp_path, capsys):
-    assert predict(models, clip, image_file, "--out", tmp_path / "out") == 2
-    assert "either video files or images" in capsys.readouterr().err
+@pytest.fixture(scope="module")
+def both(tmp_path_factory):
+    """A models folder with the image model and the video model, and one with the image model only."""
+    from tiny_models import write_tiny_models
+    root = tmp_path_factory.mktemp("both")
+    write_tiny_models(root / "both")
+    write_tiny_ppvd(root / "both")
+    write_tiny_models(root / "image")
+    return root / "both", root / "image"
 
 
-def test_image_models_are_refused_for_videos(models, clip, tmp_path, capsys):
-    from tiny_models import tiny_dit_state_dict
-    torch.save(tiny_dit_state_dict(), tmp_path / "ppd.pth")
-    assert predict(models, clip, "--out", tmp_path / "out", "--model", tmp_path / "ppd.pth") == 2
-    assert "image model (PPD); use the image nodes" in capsys.readouterr().err
+def test_a_folder_video_uses_the_video_model_when_present_else_the_image_model_per_frame(both, clip, image_file,
+                                                                                          tmp_path, capsys):
+    (tmp_path / "in" / "shots").mkdir(parents=True)
+    (tmp_path / "in" / "shots" / "pan.mp4").write_bytes(clip.read_bytes())
+    (tmp_path / "in" / "photo.png").write_bytes(image_file.read_bytes())
+    with_video, image_only = both
+    out = tmp_path / "video_model"
+    assert predict(with_video, tmp_path / "in", "--out", out, "--area", "6144") == 0
+    text = capsys.readouterr().out
+    assert "2 item(s): 2 done" in text and "videos: the video model (ppvd.pth + pi3.safetensors)" in text
+    depth = np.load(out / "shots" / "pan_depth.npz")["depth"]                 # the video model: one clip depth
+    assert depth.shape == (5, 32, 48)
+    assert (out / "shots" / "pan_depth_color.mp4").is_file() and (out / "photo_depth.npy").is_file()
+    assert not (out / "shots" / "pan").exists()
+    # The same clip through tasks.predict_video_file directly gives the same depth (mirroring changes no value).
+    from comfyui_ppd import runtime, tasks
+    pipe = tasks.load_video_pipeline(with_video / "ppvd.pth", with_video / "pi3.safetensors",
+                                     runtime.precision("auto", "cpu"), process_size=(32, 32))
+    tasks.predict_video_file(pipe, clip, tmp_path / "direct", steps=1)
+    assert np.array_equal(depth, np.load(tmp_path / "direct" / "pan_depth.npz")["depth"])
+
+    out = tmp_path / "per_frame"
+    assert predict(image_only, tmp_path / "in", "--out", out, "--area", "6144") == 0
+    text = capsys.readouterr().out
+    assert "2 item(s): 2 done" in text and "videos: the image model per frame" in text
+    frames = sorted(p.name for p in (out / "shots" / "pan").glob("*_depth.npy"))
+    assert frames == [f"frame_{i:06d}_depth.npy" for i in range(5)]
+    assert (out / "shots" / "pan" / "frames.json").is_file() and not (out / "shots" / "pan_depth.npz").exists()
+
+
+def test_an_image_model_named_with_model_runs_videos_frame_by_frame(both, clip, tmp_path, capsys):
+    with_video, _ = both
+    assert predict(with_video, clip, "--out", tmp_path / "out", "--area", "6144", "--model",
+                   with_video / "ppd.pth") == 0
+    assert "videos: the image model per frame" in capsys.readouterr().out
+    assert len(list((tmp_path / "out" / "pan").glob("frame_*_depth.npy"))) == 5

@@ -1,0 +1,174 @@
+"""The batch processor for the PPD image model: what `predict` writes for one image or video frame.
+
+Images: OUT/<stem>_depth.npy, _depth16.png, _depth_color.png (+ _points.ply with --pointcloud, _normals.png
+with --normals). Videos without the video model (image model per frame): OUT/<stem>/frame_000000_depth.npy, ...
+and OUT/<stem>/frames.json, written last, which records the frame count so a finished video is recognised on a
+re-run. The steps are tasks.py's (load_pipeline, save_depth, depth_to_cloud, the MoGe-2 metric chain), so a
+batch writes what a single `predict` always wrote.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import threading
+from collections.abc import Hashable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import imaging, runtime, tasks
+from ..errors import PPDError
+from ..families.ppd.pipeline import Prepared, validate_image
+from ..io.files import atomic_write
+from ..io.images import load_image
+from ..io.meshes import write_ply
+from ..io.video import read_video
+from .inputs import Item
+from .runner import FatalError
+
+SUFFIXES = {"png16": "_depth16.png", "color": "_depth_color.png", "npy": "_depth.npy", "ply": "_points.ply",
+            "normals": "_normals.png"}
+MANIFEST = "frames.json"
+
+
+class PPDProcessor:
+    """PPD depth per image; the models are built on first use, so the object pickles cheaply to Ray workers.
+
+    `args` is the predict namespace (out, steps, seed, area, overwrite, pointcloud, metric, normals, fov, near,
+    far, outlier_filter, precision, batch_size); `device` a torch device name; `geometry` the MoGe-2 file for
+    --metric/--normals."""
+
+    def __init__(self, args: argparse.Namespace, dit_path: Path, enc_path: Path, device: str,
+                 geometry: Path | None = None) -> None:
+        self.args, self.device = args, device
+        # Absolute, so Ray workers starting in another folder read and write the same files.
+        self.dit_path, self.enc_path = Path(dit_path).resolve(), Path(enc_path).resolve()
+        self.geo_path = Path(geometry).resolve() if geometry else None
+        self.out = Path(args.out).resolve()
+        self._pipe: Any = None
+        self._geometry: Any = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_pipe": None, "_geometry": None, "_lock": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _lock=threading.Lock())
+
+    @property
+    def pipe(self) -> Any:
+        """The PPD pipeline in runtime.precision's policy; a model that cannot load stops the run (exit 2)."""
+        with self._lock:
+            if self._pipe is None:
+                device = torch.device(self.device)
+                try:
+                    self._pipe = tasks.load_pipeline(self.dit_path, self.enc_path,
+                                                     runtime.precision(self.args.precision, device), device=device,
+                                                     area=self.args.area)
+                except PPDError as e:
+                    raise FatalError(str(e)) from e
+        return self._pipe
+
+    @property
+    def geometry(self) -> Any:
+        """MoGe-2 for --metric/--normals (None without them)."""
+        with self._lock:
+            if self._geometry is None and self.geo_path is not None:
+                try:
+                    model = tasks.load_geometry(self.geo_path, device=self.device)
+                except PPDError as e:
+                    raise FatalError(str(e)) from e
+                if self.args.normals and not model.has_normal:
+                    raise FatalError(f"--normals: {self.geo_path.name} has no normal head, so it gives no normals; "
+                                     "use the MoGe-2 model with normals (Ruicheng/moge-2-vitl-normal) or drop "
+                                     "--normals.")
+                self._geometry = model
+        return self._geometry
+
+    def check(self) -> None:
+        """Load every model now, so a bad file stops the run before any item is read."""
+        _ = self.pipe, self.geometry
+
+    # -- names ---------------------------------------------------------------------------------
+    def wanted(self) -> list[str]:
+        return (["png16", "color", "npy"] + (["ply"] if self.args.pointcloud else [])
+                + (["normals"] if self.args.normals else []))
+
+    def sample_outputs(self, item: Item, tag: int) -> dict[str, Path]:
+        base = self.out / item.stem if item.kind == "image" else self.out / item.stem / f"frame_{tag:06d}"
+        return {k: base.with_name(base.name + SUFFIXES[k]) for k in self.wanted()}
+
+    def expected_outputs(self, item: Item) -> list[Path] | None:
+        if item.kind == "image":
+            return list(self.sample_outputs(item, 0).values())
+        manifest = self.out / item.stem / MANIFEST
+        try:
+            count = int(json.loads(manifest.read_text())["frames"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return [manifest] + [p for t in range(count) for p in self.sample_outputs(item, t).values()]
+
+    # -- work ----------------------------------------------------------------------------------
+    def load(self, item: Item) -> Iterator[tuple[int, Hashable, Any]]:
+        frames = [load_image(item.path)] if item.kind == "image" else (f[None] for f in read_video(item.path))
+        keep = self.geo_path is not None                    # MoGe-2 and the metric cloud use the input image
+        for tag, image in enumerate(frames):
+            x = resize(image, self.args.area)
+            payload = {"image": x, "input_size": (image.shape[-2], image.shape[-1])}
+            if keep:
+                payload["original"] = image
+            yield tag, tuple(x.shape[-2:]), payload
+
+    def infer(self, payloads: list[Any]) -> list[Any]:
+        """Depth (1,h,w) per payload (with --metric/--normals: (depth, MoGe-2 outputs))."""
+        pipe = self.pipe
+        x = torch.cat([p["image"] for p in payloads])                       # (B,3,h,w), one size
+        chunk = self.args.batch_size or pipe.max_batch(*x.shape[-2:])
+        semantics = torch.cat([pipe.encode(x[i:i + chunk]) for i in range(0, len(x), chunk)])
+        result = pipe.predict(Prepared(x, semantics, (x.shape[-2], x.shape[-1])), steps=self.args.steps,
+                              seed=self.args.seed, batch_size=chunk)
+        depths = [result.depth[i] for i in range(len(payloads))]
+        model = self.geometry
+        if model is None:
+            return depths
+        device = torch.device(self.device)
+        return [(d, tasks.estimate_geometry(model, p["original"].to(device))) for d, p in zip(depths, payloads)]
+
+    def write(self, item: Item, tag: int, payload: Any, result: Any) -> int:
+        depth, geo = result if isinstance(result, tuple) else (result, None)
+        paths = self.sample_outputs(item, tag)
+        keep = set() if self.args.overwrite else {k for k, p in paths.items() if p.exists()}
+        cloud = None
+        if "ply" in paths and "ply" not in keep:      # built before any write: a bad --near/--far writes nothing
+            if geo is not None:                       # the official metric chain: MoGe-2 scale and camera
+                cloud = tasks.official_metric_cloud(depth[0], payload["original"][0], geo,
+                                                    outlier_filter=self.args.outlier_filter)
+            else:
+                cloud, _, _ = tasks.depth_to_cloud(depth[0], "ppd", near=self.args.near, far=self.args.far,
+                                                   fov_deg=self.args.fov,
+                                                   colors=payload["image"][0].permute(1, 2, 0))
+        overwrite = self.args.overwrite
+        at_input: dict[str, str | os.PathLike] = {k: paths[k] for k in ("png16", "color") if k not in keep}
+        if at_input:
+            tasks.save_depth(depth, at_input, size=payload["input_size"], overwrite=overwrite)
+        if "npy" not in keep:                         # raw depth at the processing size
+            tasks.save_depth(depth, {"npy": paths["npy"]}, overwrite=overwrite)
+        if cloud is not None:
+            write_ply(paths["ply"], cloud, overwrite=overwrite)
+        if "normals" in paths and "normals" not in keep and geo is not None:
+            tasks.save_normals(geo["normal"][0], paths["normals"], overwrite=overwrite)
+        return len(keep)
+
+    def finish(self, item: Item, count: int) -> None:
+        if item.kind == "video":
+            data = json.dumps({"frames": count, "source": item.path.name}).encode()
+            atomic_write(self.out / item.stem / MANIFEST, lambda f: f.write(data), overwrite=True)
+
+
+def resize(image: torch.Tensor, area: int) -> torch.Tensor:
+    """The pipeline's preprocessing (validate, official resize to `area`, sides multiples of PPD's 16 px token),
+    done on the loader thread."""
+    return imaging.resize_keep_aspect(validate_image(image, imaging.DEFAULT_MULTIPLE), area,
+                                      multiple=imaging.DEFAULT_MULTIPLE)

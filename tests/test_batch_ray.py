@@ -1,0 +1,84 @@
+"""`predict --ray` on a local Ray (2 model workers on this machine's CPUs), one Ray session for the module.
+
+Ray is optional: these tests skip when it is not installed, except under CI=true, which installs the
+`distributed` extra and where a missing Ray is a failure."""
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+import pytest
+
+from batch_data import bad_files, make_tree, output_files
+from comfyui_ppd.cli import main
+
+pytestmark = pytest.mark.slow
+AREA, STEPS = 6144, 2
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        msg = 'ray is not installed (pip install "comfyui-ppd[distributed]")'
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg + "; under CI=true the Ray tests are required")
+        pytest.skip(msg)
+    from comfyui_ppd.batch.distributed import start_ray
+    started = start_ray(None, workers=2, gpu=False)                # 2 model copies + 1 CPU for decode/write
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+def predict(models, *args):
+    return main(["predict", *map(str, args), "--models-dir", str(models["dit"].parent),
+                 "--area", str(AREA), "--steps", str(STEPS), "--no-progress"])
+
+
+def counts(text: str) -> dict[str, int]:
+    m = re.search(r"(\d+) item\(s\): (\d+) done, (\d+) skipped .*?, (\d+) failed; (\d+) image", text)
+    return dict(zip(["total", "done", "skipped", "failed", "samples"], map(int, m.groups())))
+
+
+@pytest.fixture(scope="module")
+def sequential(models, tmp_path_factory):
+    """A nested tree of 32 mixed-size images plus 2 bad files, and the sequential run's outputs."""
+    root = tmp_path_factory.mktemp("raytree")
+    make_tree(root / "in", 32)
+    bad_files(root / "in" / "bad")
+    assert predict(models, root / "in", "--out", root / "seq") == 1              # the 2 bad files fail
+    return root, output_files(root / "seq")
+
+
+def test_ray_run_gives_the_sequential_files_and_resumes_without_work(ray_session, models, sequential, tmp_path,
+                                                                     capsys):
+    root, want = sequential
+    capsys.readouterr()
+    assert predict(models, root / "in", "--out", tmp_path / "ray", "--ray", "--ray-workers", "2") == 1
+    text = capsys.readouterr().out
+    assert counts(text) == {"total": 34, "done": 32, "skipped": 0, "failed": 2, "samples": 32}
+    assert "corrupt.jpg" in text and "empty.png" in text
+    got = output_files(tmp_path / "ray")
+    assert got.keys() == want.keys() and len(got) == 96
+    for name in got:                       # same numbers and byte-equal PNGs
+        if name.endswith(".npy"):
+            assert np.array_equal(np.load(tmp_path / "ray" / name), np.load(root / "seq" / name)), name
+        assert got[name] == want[name], name
+    assert predict(models, root / "in", "--out", tmp_path / "ray", "--ray") == 1
+    assert counts(capsys.readouterr().out) == {"total": 34, "done": 0, "skipped": 32, "failed": 2, "samples": 0}
+
+
+def test_a_killed_model_worker_loses_nothing(ray_session, models, sequential, tmp_path, monkeypatch, capsys):
+    root, want = sequential
+    marker = tmp_path / "killed"
+    monkeypatch.setenv("PPD_TEST_KILL_AT", f"s1/t1/img13:{marker}")   # the worker that gets this item exits
+    assert predict(models, root / "in", "--out", tmp_path / "ray", "--ray", "--ray-workers", "2") == 1
+    assert marker.exists()                                           # the hook fired: one worker died
+    assert counts(capsys.readouterr().out)["done"] == 32
+    got = output_files(tmp_path / "ray")
+    assert got == want                                               # every output present and correct
+    assert not [p for p in (tmp_path / "ray").rglob(".*")]           # no temp files left behind
