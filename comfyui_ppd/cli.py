@@ -99,8 +99,9 @@ def predict_images(args: argparse.Namespace, items: list, use_ray: bool):
                                    gpu=device is None or device.startswith("cuda"),
                                    progress=ConsoleProgress("predict --ray", args.progress))
     from .batch.runner import run_sequential
+    # The models load on the first batch (a resumed run with nothing left loads none); one that cannot load
+    # stops the run there, before any file is written (exit 2).
     processor = PPDProcessor(args, dit_path, enc_path, str(runtime.pick_device(args.device)), geo_path)
-    processor.check()                             # load the models now: a bad file stops the run before any work
     return run_sequential(items, processor, overwrite=args.overwrite, batch_size=args.batch_size,
                           workers=args.workers, progress=ConsoleProgress("predict", args.progress))
 

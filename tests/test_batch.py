@@ -219,6 +219,31 @@ def test_ray_missing_names_the_extra(models, tmp_path, capsys, monkeypatch):
     assert 'pip install "comfyui-ppd[distributed]"' in capsys.readouterr().err
 
 
+def test_metric_and_normals_are_refused_with_ray(models, tmp_path, capsys):
+    _touch(tmp_path / "a.png")
+    assert predict(models, tmp_path / "a.png", "--out", tmp_path / "o", "--ray", "--pointcloud", "--metric") == 2
+    assert "drop --ray" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_resumed_metric_run_loads_no_model(models, tmp_path, capsys, monkeypatch):
+    """Everything present: nothing is loaded (a broken loader would fail the run) and nothing is rewritten."""
+    from comfyui_ppd import tasks
+    _touch(tmp_path / "a.png")
+    args = ("--out", tmp_path / "o", "--pointcloud", "--metric", "--normals")
+    assert predict(models, tmp_path / "a.png", *args) == 0
+    names = sorted(p.name for p in (tmp_path / "o").iterdir())
+    assert names == ["a_depth.npy", "a_depth16.png", "a_depth_color.png", "a_normals.png", "a_points.ply"]
+
+    def no_load(*a, **k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(tasks, "load_pipeline", no_load)
+    monkeypatch.setattr(tasks, "load_geometry", no_load)
+    capsys.readouterr()
+    assert predict(models, tmp_path / "a.png", *args) == 0
+    assert counts(capsys.readouterr().out) == {"total": 1, "done": 0, "skipped": 1, "failed": 0, "samples": 0}
+
+
 def test_the_engine_and_the_nodes_do_not_import_ray():
     import subprocess
     code = ("import sys; sys.path.insert(0, 'tests'); from conftest import load_pack; load_pack(); "

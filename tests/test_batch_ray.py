@@ -82,3 +82,27 @@ def test_a_killed_model_worker_loses_nothing(ray_session, models, sequential, tm
     got = output_files(tmp_path / "ray")
     assert got == want                                               # every output present and correct
     assert not [p for p in (tmp_path / "ray").rglob(".*")]           # no temp files left behind
+
+
+def test_ray_runs_the_images_and_the_driver_runs_videos_with_the_video_model(ray_session, models, tmp_path, capsys):
+    """Under --ray the video model runs on the driver after the Ray image job; the files equal the sequential run's."""
+    pytest.importorskip("av", reason="PyAV (pip install av) is needed to write the test video")
+    import shutil
+
+    from scenes import write_example_clip
+    from tiny_ppvd import write_tiny_ppvd
+    folder = tmp_path / "models"
+    shutil.copytree(models["dit"].parent, folder)
+    write_tiny_ppvd(folder)
+    make_tree(tmp_path / "in", 4)
+    write_example_clip(str(tmp_path / "in" / "s0" / "pan.mp4"), frames=3, height=32, width=48)
+    common = ("--models-dir", folder, "--area", AREA, "--steps", STEPS, "--no-progress", "--process-size", "32x32")
+    assert main(["predict", str(tmp_path / "in"), "--out", str(tmp_path / "seq"), *map(str, common)]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "in"), "--out", str(tmp_path / "ray"), "--ray", "--ray-workers", "1",
+                 *map(str, common)]) == 0
+    text = capsys.readouterr().out
+    assert counts(text)["done"] == 5 and "videos: the video model (ppvd.pth + pi3.safetensors)" in text
+    got, want = output_files(tmp_path / "ray"), output_files(tmp_path / "seq")
+    assert "s0/pan_depth.npz" in got and got.keys() == want.keys()
+    assert all(got[k] == want[k] for k in got)                                 # byte-equal, the preview too
