@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 
 from . import catalogue, download, imaging, registry, runtime, tasks
+from .batch.inputs import Item
+from .batch.runner import Summary
 from .checkpoints import load_strict, read_checkpoint
 from .errors import InputError, PPDError
 from .io.files import atomic_write
@@ -22,7 +24,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     run (bad options, a model that cannot load). Videos go to the video model when its files are found, else
     the image model runs per frame."""
     from .batch import inputs
-    from .batch.runner import Summary
     for name in ("batch_size", "workers", "ray_workers"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -57,19 +58,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0 if summary.ok else 1
 
 
+def _official_role(name: str | None) -> str | None:
+    """The catalogue role of an official file name (ppd.pth -> dit, ppvd.pth -> video_dit), else None."""
+    entry = catalogue.OFFICIAL_FILES.get(Path(name).name) if name else None
+    return entry.role if entry else None
+
+
 def find_video_model(args: argparse.Namespace) -> tuple[Path, Path] | None:
     """(ppvd.pth, pi3.safetensors) when the video model is available, else None (the image model per frame).
 
     --model/--encoder naming image files choose the image model; naming video files requires them."""
-    def role(name: str | None) -> str | None:
-        entry = catalogue.OFFICIAL_FILES.get(Path(name).name) if name else None
-        return entry.role if entry else None
-
-    wants = [role(n) for n in (args.model, args.encoder) if n]
-    if any(r in ("video_dit", "video_encoder") for r in wants):     # named: missing files are errors
-        return (catalogue.find_model(args.model if role(args.model) == "video_dit" else None, "video_dit",
-                                     explicit=args.models_dir),
-                catalogue.find_model(args.encoder if role(args.encoder) == "video_encoder" else None,
+    roles = [_official_role(n) for n in (args.model, args.encoder) if n]
+    if any(r in ("video_dit", "video_encoder") for r in roles):     # named: missing files are errors
+        return (catalogue.find_model(args.model if _official_role(args.model) == "video_dit" else None,
+                                     "video_dit", explicit=args.models_dir),
+                catalogue.find_model(args.encoder if _official_role(args.encoder) == "video_encoder" else None,
                                      "video_encoder", explicit=args.models_dir))
     if args.model or args.encoder:                                  # an image model was named
         return None
@@ -80,11 +83,15 @@ def find_video_model(args: argparse.Namespace) -> tuple[Path, Path] | None:
         return None
 
 
-def predict_images(args: argparse.Namespace, items: list, use_ray: bool):
-    """Images (and videos frame by frame) through the image model: batch.runner here, batch.distributed on Ray."""
+def predict_images(args: argparse.Namespace, items: list[Item], use_ray: bool) -> Summary:
+    """Images (and videos frame by frame) through the image model: batch.runner here, batch.distributed on Ray.
+
+    A --model/--encoder naming the video model's files is for the videos: the images take the defaults."""
     from .batch.ppd import PPDProcessor
-    dit_path = catalogue.find_model(args.model, "dit", explicit=args.models_dir)
-    enc_name = args.encoder or catalogue.DEFAULT_ENCODER.get(catalogue.semantics_from_name(dit_path.name) or "")
+    model = None if _official_role(args.model) == "video_dit" else args.model
+    encoder = None if _official_role(args.encoder) == "video_encoder" else args.encoder
+    dit_path = catalogue.find_model(model, "dit", explicit=args.models_dir)
+    enc_name = encoder or catalogue.DEFAULT_ENCODER.get(catalogue.semantics_from_name(dit_path.name) or "")
     enc_path = catalogue.find_model(enc_name, "encoder", explicit=args.models_dir)
     geo_path = None
     if args.metric or args.normals:               # MoGe-2: metric depth, camera and normals (run_point_cloud.py)
@@ -123,13 +130,13 @@ def video_outputs(args: argparse.Namespace, out_dir: Path, stem: str) -> list[Pa
     return [Path(str(paths["preview"])), Path(str(paths["npz"])), *extra]
 
 
-def predict_videos(args: argparse.Namespace, items: list, dit_path: Path, enc_path: Path):
+def predict_videos(args: argparse.Namespace, items: list[Item], dit_path: Path, enc_path: Path) -> Summary:
     """Video files through the video model on this machine, one by one (also under --ray): PNG16 sequence,
     preview, .npz mirrored under --out. A video whose outputs all exist is skipped; a partial set is refused
     (pass --overwrite), as predict_video_file never replaces files."""
     import time
 
-    from .batch.runner import Summary, _message
+    from .batch.runner import _message
     start = time.perf_counter()
     summary = Summary(total=len(items))
     out = Path(args.out)

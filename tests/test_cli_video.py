@@ -144,3 +144,11 @@ def test_an_image_model_named_with_model_runs_videos_frame_by_frame(both, clip, 
                    with_video / "ppd.pth") == 0
     assert "videos: the image model per frame" in capsys.readouterr().out
     assert len(list((tmp_path / "out" / "pan").glob("frame_*_depth.npy"))) == 5
+
+
+def test_naming_the_video_model_keeps_the_default_image_model_for_images(both, clip, image_file, tmp_path, capsys):
+    with_video, _ = both
+    assert predict(with_video, clip, image_file, "--out", tmp_path / "out", "--area", "6144",
+                   "--model", "ppvd.pth", "--encoder", "pi3.safetensors") == 0
+    assert "videos: the video model" in capsys.readouterr().out
+    assert (tmp_path / "out" / "pan_depth.npz").is_file() and (tmp_path / "out" / "photo_depth.npy").is_file()
