@@ -4,12 +4,17 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import tempfile
 import types
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Model lookups must see only the tests' own tiny files, never a user's real checkpoints ($PPD_MODELS_DIR, the
+# user cache): a real ppvd.pth there would switch the per-frame video tests to the video model.
+os.environ.pop("PPD_MODELS_DIR", None)
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="ppd-tests-cache-")
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # test helper modules
 
 
