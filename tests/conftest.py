@@ -40,8 +40,6 @@ def _install_comfyui() -> bool:
 
 REAL_COMFY = _install_comfyui()
 if REAL_COMFY:  # the pack copies its examples into the input folder at import: never into the checkout's own
-    import tempfile
-
     import folder_paths as _fp
     _fp.set_input_directory(tempfile.mkdtemp(prefix="ppd_test_input_"))
 
