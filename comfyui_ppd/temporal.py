@@ -81,11 +81,11 @@ class FlickerReport:
             return f"flicker: no static pixels in any of {len(self.change)} frame pairs"
         static = 100 * self.static_fraction.mean().item()
         return (f"flicker over {pairs} frame pairs ({static:.0f}% px static): frame-to-frame change "
-                f"{self.percent_of_range(self.mean_change):.2f}% of depth range "
-                f"({self.percent_of_range(self.mean_residual):.2f}% after scale/shift fit); jumps: scale "
-                f"{100 * self.scale_jump:.2f}%, shift {self.percent_of_range(self.shift_jump):.2f}% of range; "
-                f"per-frame spread: scale {100 * self.scale_spread:.2f}%, "
-                f"shift {self.percent_of_range(self.shift_spread):.2f}% of range")
+                f"{_percent(self.percent_of_range(self.mean_change))} of depth range "
+                f"({_percent(self.percent_of_range(self.mean_residual))} after scale/shift fit); jumps: scale "
+                f"{_percent(100 * self.scale_jump)}, shift {_percent(self.percent_of_range(self.shift_jump))} of "
+                f"range; per-frame spread: scale {_percent(100 * self.scale_spread)}, "
+                f"shift {_percent(self.percent_of_range(self.shift_spread))} of range")
 
     def as_dict(self) -> dict:
         """Plain numbers and lists (for JSON)."""
@@ -94,6 +94,11 @@ class FlickerReport:
         figures = {k: getattr(self, k) for k in ("scale_jump", "shift_jump", "scale_spread", "shift_spread",
                                                   "mean_change", "mean_residual")}
         return {**figures, "depth_range": self.depth_range, "summary": self.summary, **lists}
+
+
+def _percent(value: float) -> str:
+    """A percentage for the summary line; beyond 999 % (unrelated frames, e.g. a scene cut) just '>999%'."""
+    return f"{value:.2f}%" if abs(value) <= 999 else ">999%"
 
 
 def measure_flicker(depth: Tensor, static: Tensor | None = None) -> FlickerReport:

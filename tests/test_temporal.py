@@ -200,3 +200,12 @@ def test_batched_fit_is_the_official_fit():
     assert batched[1].tolist() == pytest.approx([1.7, -0.3], abs=1e-6)   # float32 data, float64 solve
     flat = fit_affine(torch.full((1, 10), 2.0, dtype=torch.float64), torch.full((1, 10), 2.5, dtype=torch.float64))
     assert [flat.scale.item(), flat.shift.item()] == [1.0, 0.5]          # constant: shift only
+
+
+def test_summary_caps_figures_of_unrelated_frames():
+    """A scene cut (frames that share nothing) gives huge figures: the UI line says '>999%', not 30 digits."""
+    ramp = torch.linspace(1, 2, 64).reshape(1, 8, 8)
+    video = torch.cat([ramp, ramp * 1e6, ramp])                           # a 10^6 jump in scale and back
+    summary = measure_flicker(video).summary
+    assert ">999%" in summary
+    assert all(len(part) < 12 for part in summary.replace(",", " ").split())
