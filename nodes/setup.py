@@ -10,7 +10,7 @@ from pathlib import Path
 import folder_paths
 
 log = logging.getLogger("comfyui_ppd")
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "example_inputs"
 
 
 def copy_examples(source: str | os.PathLike = EXAMPLES, target: str | None = None) -> list[str]:

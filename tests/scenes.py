@@ -234,7 +234,7 @@ def pan_clip(frames: int, height: int, width: int, pan_m: float = 0.6) -> tuple[
 
 
 def write_examples(folder: str) -> None:
-    """The pack's example inputs (examples/): a still of the room and a short pan as an animated WebP."""
+    """The pack's example inputs (example_inputs/): a still of the room and a short pan as an animated WebP."""
     from pathlib import Path
 
     from PIL import Image
@@ -248,7 +248,7 @@ def write_examples(folder: str) -> None:
 
 
 def write_example_clip(path: str, frames: int = 24, height: int = 192, width: int = 256, fps: int = 12) -> None:
-    """The pack's example video (examples/ppd_clip.mp4): the room pan as H.264 (needs PyAV)."""
+    """The pack's example video (example_inputs/ppd_clip.mp4): the room pan as H.264 (needs PyAV)."""
     import av
 
     clip = (pan_clip(frames, height, width)[0].permute(0, 2, 3, 1) * 255).round().byte().numpy()

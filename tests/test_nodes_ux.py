@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 from tiny_models import tiny_da2_state_dict, tiny_dit_state_dict
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[1] / "example_inputs"
 
 
 def node(pack, name):

@@ -39,6 +39,19 @@ def test_expected_workflows_ship_with_thumbnails():
         assert path.with_suffix(".jpg").is_file(), f"{path.name} has no thumbnail"
 
 
+# Folder names ComfyUI (app/custom_node_manager.py) serves as a pack's workflow templates, in its order; each
+# found folder gets the same /api/workflow_templates/<pack> route, so an earlier one would shadow workflows/.
+TEMPLATE_FOLDERS = ["example_workflows", "example", "examples", "workflow", "workflows"]
+
+
+def test_only_workflows_folder_is_a_template_folder():
+    """The template browser must find the workflows: no other folder of the pack may carry a template name."""
+    root = Path(__file__).resolve().parents[1]
+    present = [name for name in TEMPLATE_FOLDERS if (root / name).is_dir()]
+    assert present == ["workflows"], present
+    assert {p.suffix for p in (root / "workflows").iterdir()} <= {".json", ".jpg"}
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_workflow_wiring(pack, path):
     workflow = json.loads(path.read_text())
@@ -199,12 +212,12 @@ def video_stand_ins(input_dir: Path) -> dict:
 def test_video_workflow_runs_the_video_model_on_the_clip(pack, env):
     """The shipped clip (24 frames, 256x192) through the video nodes; the processing size is lowered to 64x64
     for speed (tiny random models; the real-ComfyUI harness runs the workflow as shipped)."""
-    pytest.importorskip("av", reason="the video workflow test decodes examples/ppd_clip.mp4 with PyAV")
+    pytest.importorskip("av", reason="the video workflow test decodes example_inputs/ppd_clip.mp4 with PyAV")
     import shutil
 
     from tiny_ppvd import write_tiny_ppvd
     inputs = Path(env.get_input_directory())
-    shutil.copy(Path(__file__).resolve().parents[1] / "examples" / "ppd_clip.mp4", inputs / "ppd_clip.mp4")
+    shutil.copy(Path(__file__).resolve().parents[1] / "example_inputs" / "ppd_clip.mp4", inputs / "ppd_clip.mp4")
     write_tiny_ppvd(Path(env.get_folder_paths("ppd")[-1]))
     workflow = json.loads((Path(__file__).resolve().parents[1] / "workflows" / "ppd_video_depth.json").read_text())
     prompt = cw.ui_to_api(workflow, defs(pack))
