@@ -260,7 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray", action="store_true", help="run the images as a Ray Data job "
                                                      "(pip install 'comfyui-ppd[distributed]')")
     p.add_argument("--ray-address", help="join this Ray cluster (e.g. auto, or ray://head:10001); implies --ray")
-    p.add_argument("--ray-workers", type=int, help="model copies (default: one per GPU, else one per CPU)")
+    p.add_argument("--ray-workers", type=int,
+                   help="model copies (default: one per GPU, else one per CPU but one, kept for decoding and writing)")
     p.add_argument("--pointcloud", action="store_true", help="also write a PLY point cloud per image")
     p.add_argument("--fov", type=float, default=60.0,
                    help="horizontal field of view in degrees for --pointcloud (default 60)")
