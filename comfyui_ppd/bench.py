@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 
@@ -143,8 +144,19 @@ def random_models(dit_cfg: DiTConfig, vit_cfg: ViTConfig, device: torch.device, 
     torch.manual_seed(seed)
     with torch.device(device):
         dit, enc = PPDDiT(dit_cfg), DepthAnythingV2Encoder(vit_cfg)
+    return random_init(dit, dtype), random_init(enc, dtype)
+
+
+M = TypeVar("M", bound=torch.nn.Module)
+
+
+def random_init(model: M, dtype: torch.dtype, keep: tuple[str, ...] = ()) -> M:
+    """N(0, 0.02) matrices, zero biases, unit norm weights, 1e-5 layer scale (parameters named in `keep`
+    untouched); then cast to `dtype`, eval mode, no gradients."""
     with torch.no_grad():
-        for name, p in [*dit.named_parameters(), *enc.named_parameters()]:
+        for name, p in model.named_parameters():
+            if name in keep:
+                continue
             if name.endswith("gamma"):
                 p.fill_(1e-5)
             elif "norm" in name and name.endswith("weight"):
@@ -153,17 +165,17 @@ def random_models(dit_cfg: DiTConfig, vit_cfg: ViTConfig, device: torch.device, 
                 p.zero_()
             else:
                 p.normal_(0.0, 0.02)
-    return (dit.to(dtype).eval().requires_grad_(False), enc.to(dtype).eval().requires_grad_(False))
+    return model.to(dtype).eval().requires_grad_(False)
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'WIDTHxHEIGHT' (multiples of 16) -> (height, width)."""
+def parse_size(text: str, multiple: int = TOKEN_PX, example: str = "1024x768") -> tuple[int, int]:
+    """'WIDTHxHEIGHT' (multiples of `multiple`, 16 by default) -> (height, width)."""
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 1024x768 (width x height), got {text!r}") from None
-    if w <= 0 or h <= 0 or w % TOKEN_PX or h % TOKEN_PX:
-        raise argparse.ArgumentTypeError(f"width and height must be positive multiples of {TOKEN_PX}, got {text!r}")
+        raise argparse.ArgumentTypeError(f"size must look like {example} (width x height), got {text!r}") from None
+    if w <= 0 or h <= 0 or w % multiple or h % multiple:
+        raise argparse.ArgumentTypeError(f"width and height must be positive multiples of {multiple}, got {text!r}")
     return h, w
 
 

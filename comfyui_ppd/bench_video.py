@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from . import runtime
-from .bench import NAMES, MemoryMeter, Sample, describe_device, measure
+from . import bench, runtime
+from .bench import NAMES, MemoryMeter, Sample, describe_device, measure, random_init
 from .encoders.pi3 import Pi3Config, Pi3Semantics
 from .families.ppvd import VideoDepthPipeline, window_plan
 from .families.ppvd.dit import VideoDiT, VideoDiTConfig
@@ -42,31 +42,12 @@ def random_models(dit_cfg: VideoDiTConfig, pi3_cfg: Pi3Config, device: torch.dev
     torch.manual_seed(seed)
     with torch.device(device):
         dit, enc = VideoDiT(dit_cfg), Pi3Semantics(pi3_cfg)
-    with torch.no_grad():
-        for name, p in [*dit.named_parameters(), *enc.named_parameters()]:
-            if name == "pos_embed":
-                continue
-            if name.endswith("gamma"):
-                p.fill_(1e-5)
-            elif "norm" in name and name.endswith("weight"):
-                p.fill_(1.0)
-            elif name.endswith("bias"):
-                p.zero_()
-            else:
-                p.normal_(0.0, 0.02)
-    prepare = lambda m: m.to(dtype).eval().requires_grad_(False)  # noqa: E731
-    return prepare(dit), prepare(enc)
+    return random_init(dit, dtype, keep=("pos_embed",)), random_init(enc, dtype)
 
 
 def parse_size(text: str) -> tuple[int, int]:
     """'WIDTHxHEIGHT' (multiples of 32) -> (height, width)."""
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like 512x512 (width x height), got {text!r}") from None
-    if w <= 0 or h <= 0 or w % 32 or h % 32:
-        raise argparse.ArgumentTypeError(f"width and height must be positive multiples of 32, got {text!r}")
-    return h, w
+    return bench.parse_size(text, 32, "512x512")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -16,6 +16,7 @@ the sampler stay plain Python) and fall back to eager execution when compilation
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
@@ -62,6 +63,29 @@ def autocast_for(device: torch.device, weights: torch.dtype) -> torch.dtype | No
     if device.type != "cuda":
         return None
     return cuda_half() if weights == torch.float32 else weights
+
+
+class DiTPrecision:
+    """Device, weight dtype and autocast context of a pipeline around a DiT `self.dit`; the pipeline's
+    `autocast_dtype()` says which autocast dtype applies (None: none)."""
+
+    dit: Any
+
+    @property
+    def device(self) -> torch.device:
+        return self.dit.x_embedder.proj.weight.device
+
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        return self.dit.x_embedder.proj.weight.dtype
+
+    def autocast_dtype(self) -> torch.dtype | None:
+        raise NotImplementedError
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        dtype = self.autocast_dtype()
+        return (contextlib.nullcontext() if dtype is None
+                else torch.autocast(device_type=self.device.type, dtype=dtype))
 
 
 def precision(choice: str, device: torch.device | str) -> Precision:

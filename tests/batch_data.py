@@ -1,11 +1,16 @@
-"""Input trees for the batch tests: nested folders of small random images of several sizes."""
+"""Input trees for the batch tests (nested folders of small random images of several sizes) and the tiny
+`predict` run they share."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from comfyui_ppd.cli import main
+
+AREA, STEPS = 6144, 2                                         # tiny runs: a few tokens, 2 steps
 SIZES = [(50, 70), (70, 50), (64, 64), (40, 90), (52, 72)]     # (50,70) and (52,72) share a processing size
 
 
@@ -38,3 +43,15 @@ def bad_files(root: Path) -> list[Path]:
     empty.write_bytes(b"")
     good.unlink()
     return [corrupt, empty]
+
+
+def predict(models, *args) -> int:
+    """`predict ARGS` with the test models' folder, a tiny area and 2 steps, no progress bar."""
+    return main(["predict", *map(str, args), "--models-dir", str(models["dit"].parent),
+                 "--area", str(AREA), "--steps", str(STEPS), "--no-progress"])
+
+
+def counts(text: str) -> dict[str, int]:
+    """The numbers in the summary line."""
+    m = re.search(r"(\d+) item\(s\): (\d+) done, (\d+) skipped .*?, (\d+) failed; (\d+) image", text)
+    return dict(zip(["total", "done", "skipped", "failed", "samples"], map(int, m.groups())))

@@ -83,19 +83,24 @@ def ppvd_fixtures() -> Path:
     return require_fixture_dir("ppvd")
 
 
-@pytest.fixture(scope="session")
-def load_fixture(parity):
-    """load_fixture("dit_tiny_cases") -> dict of tensors from that safetensors file."""
+def tensor_loader(folder: Path):
+    """loader("name") -> dict of tensors of folder/name.safetensors, each file read once."""
     from safetensors.torch import load_file
 
     cache: dict[str, dict] = {}
 
     def _load(name: str) -> dict:
         if name not in cache:
-            cache[name] = load_file(str(parity / f"{name}.safetensors"))
+            cache[name] = load_file(str(folder / f"{name}.safetensors"))
         return cache[name]
 
     return _load
+
+
+@pytest.fixture(scope="session")
+def load_fixture(parity):
+    """load_fixture("dit_tiny_cases") -> dict of tensors from that safetensors file."""
+    return tensor_loader(parity)
 
 
 def load_pack():

@@ -109,14 +109,18 @@ def blur_table(sigmas: tuple = (1.0, 2.0, 3.0), factors: tuple = (2, 4)) -> list
     return rows
 
 
+def markdown_table(headers: list[str], text_columns: int, rows: list[list[str]]) -> str:
+    """A Markdown table: the first `text_columns` columns left-aligned, the others right-aligned."""
+    rule = ["---"] * text_columns + ["---:"] * (len(headers) - text_columns)
+    lines = ["| " + " | ".join(cells) + " |" for cells in [headers, *rows]]
+    return "\n".join([lines[0], "|" + "|".join(rule) + "|", *lines[1:]])
+
+
 def format_table(rows: list[dict]) -> str:
     """Markdown table of ``blur_table`` rows."""
-    lines = ["| scene | depth | flying / edge band | flying px | edge Chamfer (mm) | AbsRel |",
-             "|---|---|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['scene']} | {r['depth']} | {100 * r['edge_ratio']:.1f}% | {r['flying']} "
-                     f"| {r['chamfer_mm']:.1f} | {r['abs_rel']:.4f} |")
-    return "\n".join(lines)
+    return markdown_table(["scene", "depth", "flying / edge band", "flying px", "edge Chamfer (mm)", "AbsRel"], 2,
+                          [[r["scene"], r["depth"], f"{100 * r['edge_ratio']:.1f}%", str(r["flying"]),
+                            f"{r['chamfer_mm']:.1f}", f"{r['abs_rel']:.4f}"] for r in rows])
 
 
 def metric_alignment(scene: str = "sphere", outlier_fraction: float = 0.2, seed: int = 0) -> dict:
@@ -157,15 +161,12 @@ def metric_alignment(scene: str = "sphere", outlier_fraction: float = 0.2, seed:
 
 def format_metric_table(rows: list[dict]) -> str:
     """Markdown table of ``metric_alignment`` rows."""
-    lines = ["| scene | outliers in reference | a true | abs(a - a true) | abs(b - b true) | max depth rel. err "
-             "| max point err, centres (m) | depth2pcd: offset - 0.5 px (m) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['scene']} | {100 * r['outliers']:.0f}% | {r['a_true']:.4f} "
-                     f"| {abs(r['a'] - r['a_true']):.1e} "
-                     f"| {abs(r['b'] - r['b_true']):.1e} | {r['depth_rel_err']:.1e} "
-                     f"| {r['centres_point_err_m']:.1e} | {r['integer_offset_err_m']:.1e} |")
-    return "\n".join(lines)
+    return markdown_table(["scene", "outliers in reference", "a true", "abs(a - a true)", "abs(b - b true)",
+                           "max depth rel. err", "max point err, centres (m)", "depth2pcd: offset - 0.5 px (m)"], 1,
+                          [[r["scene"], f"{100 * r['outliers']:.0f}%", f"{r['a_true']:.4f}",
+                            f"{abs(r['a'] - r['a_true']):.1e}", f"{abs(r['b'] - r['b_true']):.1e}",
+                            f"{r['depth_rel_err']:.1e}", f"{r['centres_point_err_m']:.1e}",
+                            f"{r['integer_offset_err_m']:.1e}"] for r in rows])
 
 
 
@@ -295,13 +296,11 @@ def outlier_filter_table(height: int = 384, width: int = 512, variants: tuple = 
 
 def format_outlier_table(rows: list[dict]) -> str:
     """Markdown table of ``outlier_filter_table`` rows."""
-    lines = ["| scene | depth | flying px before | flying px after | points removed | of them flying "
-             "| filter time (s) |",
-             "|---|---|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        lines.append(f"| {r['scene']} | {r['depth']} | {r['flying_before']} | {r['flying_after']} | {r['removed']} "
-                     f"| {r['removed_flying']} | {r['seconds']:.2f} |")
-    return "\n".join(lines)
+    return markdown_table(["scene", "depth", "flying px before", "flying px after", "points removed",
+                           "of them flying", "filter time (s)"], 2,
+                          [[r["scene"], r["depth"], *(str(r[k]) for k in ("flying_before", "flying_after", "removed",
+                                                                          "removed_flying")), f"{r['seconds']:.2f}"]
+                           for r in rows])
 
 
 # --- flicker: jittered depth videos and their table ----------------------------------------------

@@ -1,7 +1,6 @@
 """Batch `predict` on one machine: input expansion, mirrored outputs, batching = one-by-one, resume, bad files."""
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path, PurePosixPath
 
@@ -9,25 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from batch_data import bad_files, make_tree, output_files
+from batch_data import AREA, STEPS, bad_files, counts, make_tree, output_files, predict
 from comfyui_ppd import runtime, tasks
 from comfyui_ppd.batch.inputs import expand_inputs, resolve_collisions
 from comfyui_ppd.cli import main
 from comfyui_ppd.errors import InputError
 from comfyui_ppd.io.images import load_image
-
-AREA, STEPS = 6144, 2
-
-
-def predict(models, *args):
-    return main(["predict", *map(str, args), "--models-dir", str(models["dit"].parent),
-                 "--area", str(AREA), "--steps", str(STEPS), "--no-progress"])
-
-
-def counts(text: str) -> dict[str, int]:
-    """The numbers in the summary line."""
-    m = re.search(r"(\d+) item\(s\): (\d+) done, (\d+) skipped .*?, (\d+) failed; (\d+) image", text)
-    return dict(zip(["total", "done", "skipped", "failed", "samples"], map(int, m.groups())))
 
 
 def _touch(path: Path) -> Path:

@@ -5,16 +5,14 @@ Ray is optional: these tests skip when it is not installed, except under CI=true
 from __future__ import annotations
 
 import os
-import re
 
 import numpy as np
 import pytest
 
-from batch_data import bad_files, make_tree, output_files
+from batch_data import AREA, STEPS, bad_files, counts, make_tree, output_files, predict
 from comfyui_ppd.cli import main
 
 pytestmark = pytest.mark.slow
-AREA, STEPS = 6144, 2
 
 
 @pytest.fixture(scope="module")
@@ -32,16 +30,6 @@ def ray_session():
     yield ray
     if started:
         ray.shutdown()
-
-
-def predict(models, *args):
-    return main(["predict", *map(str, args), "--models-dir", str(models["dit"].parent),
-                 "--area", str(AREA), "--steps", str(STEPS), "--no-progress"])
-
-
-def counts(text: str) -> dict[str, int]:
-    m = re.search(r"(\d+) item\(s\): (\d+) done, (\d+) skipped .*?, (\d+) failed; (\d+) image", text)
-    return dict(zip(["total", "done", "skipped", "failed", "samples"], map(int, m.groups())))
 
 
 @pytest.fixture(scope="module")

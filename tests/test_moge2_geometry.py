@@ -34,7 +34,7 @@ from comfyui_ppd.families.moge2.camera import (
 )
 from comfyui_ppd.families.moge2.model import _check_image, metric_geometry, remap_exp
 from comfyui_ppd.geometry import opencv_to_gltf
-from conftest import require_fixture_dir
+from conftest import require_fixture_dir, tensor_loader
 
 # (atol, rtol[, field]): pass when |ours - ref| <= atol + rtol·|ref| + field·max|ref| at every finite
 # reference value (`field` scales with the tensor's largest magnitude, for errors that accumulate over a field).
@@ -90,13 +90,7 @@ def manifest(fx):
 
 @pytest.fixture(scope="module")
 def tensors(fx):
-    cache: dict[str, dict] = {}
-
-    def get(name: str) -> dict:
-        if name not in cache:
-            cache[name] = load_file(str(fx / f"{name}.safetensors"))
-        return cache[name]
-    return get
+    return tensor_loader(fx)
 
 
 @pytest.fixture(scope="module", autouse=True)

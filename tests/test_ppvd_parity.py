@@ -23,7 +23,6 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from comfyui_ppd import load_dit, load_semantic_encoder
 from comfyui_ppd.align import fit_scale_shift_f32
@@ -45,6 +44,7 @@ from comfyui_ppd.families.ppvd.pipeline import network_frames
 from comfyui_ppd.nn.layers import apply_rope_2d, rope_tables_from_positions
 from comfyui_ppd.registry import identify
 from comfyui_ppd.sampling import sampling_timesteps
+from conftest import tensor_loader
 
 DIT_TOL, T_FREQ_TOL, PI3_TOL, UNIT_TOL, REL_TOL = 2e-5, 1e-4, 1e-4, 1e-6, 1e-5
 
@@ -61,13 +61,7 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.fixture(scope="module")
 def fx(ppvd_fixtures):
     """fx("pipeline_tiny") -> dict of tensors."""
-    cache: dict[str, dict] = {}
-
-    def load(name: str) -> dict:
-        if name not in cache:
-            cache[name] = load_file(str(ppvd_fixtures / f"{name}.safetensors"))
-        return cache[name]
-    return load
+    return tensor_loader(ppvd_fixtures)
 
 
 @pytest.fixture(scope="module")

@@ -21,8 +21,8 @@ from torch import Tensor, nn
 from ..checkpoints import Checkpoint, subdict
 from ..errors import CheckpointError
 from ..families.ppd.dit import Attention
-from ..nn.dinov2 import DinoVisionTransformer, LayerScale, ViTConfig
-from ..nn.layers import Mlp, rope_tables_from_positions
+from ..nn.dinov2 import Block, DinoVisionTransformer, ViTConfig
+from ..nn.layers import rope_tables_from_positions
 from ..registry import KeyFamily, single_prefix
 from .base import (
     DEFAULT_TOKEN_PX,
@@ -53,21 +53,11 @@ class Pi3Config:
     register_tokens: int = 5
 
 
-class RopeBlock(nn.Module):
-    """x += ls1(attn(norm1(x), rope)); x += ls2(mlp(norm2(x))); attention with q/k LayerNorm and 2D RoPE."""
+class RopeBlock(Block):
+    """The DINOv2 block with the DiT's attention (q/k LayerNorm, 2D RoPE): call `block(x, rope)`."""
 
     def __init__(self, dim: int, num_heads: int, mlp_hidden: int) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads)
-        self.ls1 = LayerScale(dim)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = Mlp(dim, mlp_hidden, gelu="none")
-        self.ls2 = LayerScale(dim)
-
-    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor]) -> Tensor:
-        x = self.ls1(self.attn(self.norm1(x), rope), x)
-        return self.ls2(self.mlp(self.norm2(x)), x)
+        super().__init__(dim, num_heads, mlp_hidden, attn=Attention(dim, num_heads))
 
 
 def decoder_positions(grid_h: int, grid_w: int, registers: int, device: torch.device | str = "cpu") -> Tensor:

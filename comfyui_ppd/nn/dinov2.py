@@ -63,19 +63,20 @@ class Attention(nn.Module):
 
 
 class Block(nn.Module):
-    """x += ls1(attn(norm1(x))); x += ls2(mlp(norm2(x)))."""
+    """x += ls1(attn(norm1(x), *extra)); x += ls2(mlp(norm2(x))); `attn` defaults to plain self-attention
+    (Pi3's decoder passes an attention that takes RoPE tables as `extra`)."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_hidden: int) -> None:
+    def __init__(self, dim: int, num_heads: int, mlp_hidden: int, attn: nn.Module | None = None) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = Attention(dim, num_heads)
+        self.attn = Attention(dim, num_heads) if attn is None else attn
         self.ls1 = LayerScale(dim)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, mlp_hidden, gelu="none")
         self.ls2 = LayerScale(dim)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.ls1(self.attn(self.norm1(x)), x)
+    def forward(self, x: Tensor, *extra: object) -> Tensor:
+        x = self.ls1(self.attn(self.norm1(x), *extra), x)
         return self.ls2(self.mlp(self.norm2(x)), x)
 
 

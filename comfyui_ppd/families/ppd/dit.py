@@ -34,8 +34,8 @@ class Condition:
 
 
 @dataclass(frozen=True)
-class DiTConfig:
-    """Architecture of a PPD DiT; every field is recoverable from checkpoint shapes."""
+class DiTSizes:
+    """The sizes the PPD DiT and the PPVD video DiT share; all read from checkpoint shapes (`dit_sizes`)."""
 
     hidden_size: int = 1024
     depth: int = 24
@@ -45,6 +45,12 @@ class DiTConfig:
     out_channels: int = 1
     mlp_hidden: int = 4096
     semantic_dim: int = 1024
+
+
+@dataclass(frozen=True)
+class DiTConfig(DiTSizes):
+    """Architecture of a PPD DiT; every field is recoverable from checkpoint shapes."""
+
     rope_base: float = 100.0
 
     @property
@@ -159,6 +165,13 @@ class FinalLayer(nn.Module):
         return self.linear(norm_modulate(self.norm_final, x, shift, scale))
 
 
+def fusion_mlp(hidden: int, semantic_dim: int) -> nn.Sequential:
+    """[tokens, semantics] (D + C) -> 4D -> 4D -> 4D with SiLU between: the 2x2 expanded fine tokens."""
+    return nn.Sequential(nn.Linear(hidden + semantic_dim, 4 * hidden), nn.SiLU(),
+                         nn.Linear(4 * hidden, 4 * hidden), nn.SiLU(),
+                         nn.Linear(4 * hidden, 4 * hidden))
+
+
 class PPDDiT(nn.Module):
     """The PPD DiT. Call `dit(x, semantics, timestep)` -> velocity (B, out_channels, H, W)."""
 
@@ -169,10 +182,7 @@ class PPDDiT(nn.Module):
         self.x_embedder = PatchEmbed(c.in_channels, d, 2 * c.patch_size)
         self.t_embedder = TimestepEmbedder(d)
         self.blocks = nn.ModuleList(DiTBlock(d, c.num_heads, c.mlp_hidden) for _ in range(c.depth))
-        self.proj_fusion = nn.Sequential(
-            nn.Linear(d + c.semantic_dim, 4 * d), nn.SiLU(),
-            nn.Linear(4 * d, 4 * d), nn.SiLU(),
-            nn.Linear(4 * d, 4 * d))
+        self.proj_fusion = fusion_mlp(d, c.semantic_dim)
         self.final_layer = FinalLayer(d, c.patch_size, c.out_channels)
         # The semantics this DiT was trained with ("da2" / "moge2"), when known, and how it is known
         # ("metadata" from our converter, or "file name"); not part of the weights.
@@ -250,17 +260,24 @@ class PPDDiT(nn.Module):
         return self.forward_condition(x[:, :1], self.condition(x[:, 1:], semantics), timestep)
 
 
+def dit_sizes(sd: Mapping[str, Tensor]) -> dict[str, int]:
+    """DiTSizes fields from shapes: hidden and patch from the embedder, heads from q_norm, semantics from the
+    fusion, depth from the block count; raises KeyError/ValueError/IndexError on a missing or odd tensor."""
+    hidden, in_ch, kernel, _ = sd["x_embedder.proj.weight"].shape
+    patch = kernel // 2
+    return dict(hidden_size=hidden, depth=count_blocks(sd),
+                num_heads=hidden // sd["blocks.0.attn.q_norm.weight"].shape[0], patch_size=patch,
+                in_channels=in_ch, out_channels=sd["final_layer.linear.weight"].shape[0] // patch ** 2,
+                mlp_hidden=sd["blocks.0.mlp.fc1.weight"].shape[0],
+                semantic_dim=sd["proj_fusion.0.weight"].shape[1] - hidden)
+
+
 def dit_config(sd: Mapping[str, Tensor], label: str = "<state dict>") -> DiTConfig:
-    """Architecture from shapes: hidden and patch from the embedder, heads from q_norm, semantics from fusion."""
+    """Architecture from shapes (`dit_sizes`)."""
     try:
-        hidden, in_ch, kernel, _ = sd["x_embedder.proj.weight"].shape
+        cfg = DiTConfig(**dit_sizes(sd))
+        hidden, _, kernel, _ = sd["x_embedder.proj.weight"].shape
         head_dim = sd["blocks.0.attn.q_norm.weight"].shape[0]
-        patch = kernel // 2
-        cfg = DiTConfig(hidden_size=hidden, depth=count_blocks(sd), num_heads=hidden // head_dim,
-                        patch_size=patch, in_channels=in_ch,
-                        out_channels=sd["final_layer.linear.weight"].shape[0] // patch ** 2,
-                        mlp_hidden=sd["blocks.0.mlp.fc1.weight"].shape[0],
-                        semantic_dim=sd["proj_fusion.0.weight"].shape[1] - hidden)
     except (KeyError, ValueError, IndexError) as e:
         raise CheckpointError(label, "a complete PPD DiT", f"a DiT without {e}",
                               "The file is incomplete or from another model; download ppd.pth again.") from e

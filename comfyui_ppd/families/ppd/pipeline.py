@@ -5,7 +5,6 @@ at the processing resolution (resizing back to the input size is the caller's ch
 """
 from __future__ import annotations
 
-import contextlib
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,8 +69,10 @@ class DepthResult:
     input_size: tuple[int, int]
 
 
-class PPDPipeline:
+class PPDPipeline(runtime.DiTPrecision):
     """`pipe(image, steps=4, noise=None, generator=None, resize=True)` -> depth (B,1,h,w)."""
+
+    dit: PPDDiT
 
     def __init__(self, dit: PPDDiT, encoder: SemanticEncoder, *, area: int = imaging.DEFAULT_AREA,
                  autocast: torch.dtype | None | str = "auto", compile: bool | str = False) -> None:
@@ -83,14 +84,6 @@ class PPDPipeline:
         if compile:
             runtime.compile_blocks(dit, mode=None if compile is True else compile)
 
-    @property
-    def device(self) -> torch.device:
-        return self.dit.x_embedder.proj.weight.device
-
-    @property
-    def weight_dtype(self) -> torch.dtype:
-        return self.dit.x_embedder.proj.weight.dtype
-
     def autocast_dtype(self) -> torch.dtype | None:
         """The autocast dtype in use; autocast runs only on CUDA, where the official code uses it."""
         if self.device.type != "cuda":
@@ -98,10 +91,6 @@ class PPDPipeline:
         if isinstance(self._autocast, str):                              # "auto": the precision policy
             return runtime.autocast_for(self.device, self.weight_dtype)
         return self._autocast
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        dtype = self.autocast_dtype()
-        return contextlib.nullcontext() if dtype is None else torch.autocast(device_type="cuda", dtype=dtype)
 
     # -- stages -----------------------------------------------------------------------------
     def preprocess(self, image: Tensor, resize: bool = True, area: int | None = None,

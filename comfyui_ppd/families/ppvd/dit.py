@@ -9,7 +9,6 @@ runs before each of blocks 22..24 -> adaLN final layer -> velocity (N,1,H,W). Th
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -18,24 +17,18 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from ...checkpoints import count_blocks
 from ...errors import CheckpointError, InputError
-from ..ppd.dit import DiTBlock, FinalLayer, PatchEmbed, TimestepEmbedder
+from ..ppd.dit import DiTBlock, DiTSizes, FinalLayer, PatchEmbed, TimestepEmbedder, dit_sizes, fusion_mlp
 
 
 @dataclass(frozen=True)
-class VideoDiTConfig:
+class VideoDiTConfig(DiTSizes):
     """Architecture of a DiT_Video. Sizes come from checkpoint shapes; the block thresholds are the official
     ones for 24 blocks (fusion after half the blocks, keyframe tokens in the last quarter, temporal blocks
     before the last `temporal_depth` blocks), which no tensor records."""
 
-    hidden_size: int = 1024
-    depth: int = 24
-    num_heads: int = 16
-    patch_size: int = 8           # fine-grid patch; the embedder uses 2 * patch_size
-    in_channels: int = 4
-    out_channels: int = 1
-    mlp_hidden: int = 4096
-    semantic_dim: int = 2048
+    semantic_dim: int = 2048      # Pi3's two decoder layers (the field keeps its DiTSizes position)
     temporal_depth: int = 3
     pos_grid: tuple[int, int] = (32, 32)   # grid of the stored pos_embed: (512/16, 512/16)
     keyframes: int = 3            # batch frames whose pooled tokens every frame attends to
@@ -86,10 +79,7 @@ class VideoDiT(nn.Module):
         self.blocks = nn.ModuleList(DiTBlock(d, c.num_heads, c.mlp_hidden) for _ in range(c.depth))
         self.temporal_blocks = nn.ModuleList(DiTBlock(d, c.num_heads, c.mlp_hidden)
                                              for _ in range(c.temporal_depth))
-        self.proj_fusion = nn.Sequential(
-            nn.Linear(d + c.semantic_dim, 4 * d), nn.SiLU(),
-            nn.Linear(4 * d, 4 * d), nn.SiLU(),
-            nn.Linear(4 * d, 4 * d))
+        self.proj_fusion = fusion_mlp(d, c.semantic_dim)
         self.final_layer = FinalLayer(d, c.patch_size, c.out_channels)
 
     def positions(self, grid_h: int, grid_w: int, like: Tensor) -> Tensor:
@@ -148,28 +138,17 @@ class VideoDiT(nn.Module):
 
 
 # --- reading the architecture from a state dict -------------------------------------------------
-def _count(sd: Mapping[str, Tensor], prefix: str) -> int:
-    idx = {int(m.group(1)) for k in sd if (m := re.match(re.escape(prefix) + r"(\d+)\.", k))}
-    return max(idx) + 1 if idx else 0
-
-
 def config_from(sd: Mapping[str, Tensor], label: str = "<state dict>") -> VideoDiTConfig:
     """Sizes from shapes: hidden/patch from the embedder, heads from q_norm, semantic width from the fusion,
     depth and temporal depth from the block counts, the stored table's grid from `pos_embed` (32x32 if absent)."""
     try:
-        hidden, in_ch, kernel, _ = sd["x_embedder.proj.weight"].shape
+        hidden, _, kernel, _ = sd["x_embedder.proj.weight"].shape
         head_dim = sd["blocks.0.attn.q_norm.weight"].shape[0]
-        patch = kernel // 2
         grid = (32, 32)
         if "pos_embed" in sd:
             side = round(sd["pos_embed"].shape[1] ** 0.5)
             grid = (side, side)
-        cfg = VideoDiTConfig(
-            hidden_size=hidden, depth=_count(sd, "blocks."), num_heads=hidden // head_dim, patch_size=patch,
-            in_channels=in_ch, out_channels=sd["final_layer.linear.weight"].shape[0] // patch ** 2,
-            mlp_hidden=sd["blocks.0.mlp.fc1.weight"].shape[0],
-            semantic_dim=sd["proj_fusion.0.weight"].shape[1] - hidden,
-            temporal_depth=_count(sd, "temporal_blocks."), pos_grid=grid)
+        cfg = VideoDiTConfig(**dit_sizes(sd), temporal_depth=count_blocks(sd, "temporal_blocks."), pos_grid=grid)
     except (KeyError, ValueError, IndexError) as e:
         raise CheckpointError(label, "a complete PPVD video DiT", f"a video DiT without {e}",
                               "The file is incomplete or from another model; download ppvd.pth again.") from e

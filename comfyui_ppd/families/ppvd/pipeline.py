@@ -8,7 +8,6 @@ alignment of each window to the previous ones (align.py). Only the depth output 
 """
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -116,13 +115,15 @@ class VideoDepthResult:
     windows: list[list[int]]
 
 
-class VideoDepthPipeline:
+class VideoDepthPipeline(runtime.DiTPrecision):
     """`pipe(frames, steps=4, noise=None, generator=None)` -> depth (N,1,H,W), larger = farther, aligned
     across windows; frames (N,3,H,W) RGB in [0,1] (or a list of (3,H,W)), any N >= 1.
 
     1-3 frames (an official crash) are padded with copies of the last frame to one 16-frame window, the
     official rule for 4-15 frames; the result equals running that padded clip and keeping the first N.
     """
+
+    dit: VideoDiT
 
     def __init__(self, dit: VideoDiT, encoder: SemanticEncoder, *, process_size: tuple[int, int] = (512, 512),
                  autocast: torch.dtype | None | str = "auto") -> None:
@@ -147,24 +148,11 @@ class VideoDepthPipeline:
         """The same weights and precision at another processing size (height, width)."""
         return VideoDepthPipeline(self.dit, self.encoder, process_size=process_size, autocast=self._autocast)
 
-    @property
-    def device(self) -> torch.device:
-        return self.dit.x_embedder.proj.weight.device
-
-    @property
-    def weight_dtype(self) -> torch.dtype:
-        return self.dit.x_embedder.proj.weight.dtype
-
     def autocast_dtype(self) -> torch.dtype | None:
         """The official code autocasts on every device (fp16 on a CPU); the policy autocasts on CUDA only."""
         if isinstance(self._autocast, str):                              # "auto": the precision policy
             return runtime.autocast_for(self.device, self.weight_dtype)
         return self._autocast
-
-    def autocast(self) -> contextlib.AbstractContextManager:
-        dtype = self.autocast_dtype()
-        return (contextlib.nullcontext() if dtype is None
-                else torch.autocast(device_type=self.device.type, dtype=dtype))
 
     def activation_bytes(self) -> int:
         """Peak activation memory of one window, an estimate like PPDPipeline's: ~12 (tokens, width) tensors
