@@ -29,7 +29,8 @@ def test_tiny_run_writes_json(tmp_path, capsys):
     for name, part in res["parts"].items():
         assert part["seconds"] > 0 and len(part["samples"]) == 2, name
         assert part["flop"] > 0 and part["tflops"] > 0 and part["matmul_tflops"] > 0, name
-        assert 0 < part["roofline_fraction"] < 100, name
+        # no upper bound: on a loaded machine the same-run matmul roofline can be timed slower than the part
+        assert part["roofline_fraction"] > 0, name
         assert part["peak_bytes"] is None or part["peak_bytes"] > 0
     p = res["parts"]
     assert p["e2e"]["flop"] == p["encoder"]["flop"] + p["condition"]["flop"] + res["evaluations"] * p["step"]["flop"]
