@@ -12,7 +12,7 @@ from . import catalogue, download, imaging, registry, runtime, tasks
 from .batch.inputs import Item
 from .batch.runner import Summary
 from .checkpoints import load_strict, read_checkpoint
-from .errors import InputError, PPDError
+from .errors import CheckpointError, InputError, PPDError
 from .io.files import atomic_write
 from .progress import ConsoleProgress
 
@@ -90,13 +90,26 @@ def predict_images(args: argparse.Namespace, items: list[Item], use_ray: bool) -
     from .batch.ppd import PPDProcessor
     model = None if _official_role(args.model) == "video_dit" else args.model
     encoder = None if _official_role(args.encoder) == "video_encoder" else args.encoder
-    dit_path = catalogue.find_model(model, "dit", explicit=args.models_dir)
-    enc_name = encoder or catalogue.DEFAULT_ENCODER.get(catalogue.semantics_from_name(dit_path.name) or "")
-    enc_path = catalogue.find_model(enc_name, "encoder", explicit=args.models_dir)
+    missing: list[CheckpointError] = []
+
+    def find(name: str | None, role: str) -> Path | None:
+        try:
+            return catalogue.find_model(name, role, explicit=args.models_dir)
+        except CheckpointError as e:      # collected: one error names every missing file, not only the first
+            missing.append(e)
+            return None
+
+    dit_path = find(model, "dit")
+    dit_name = dit_path.name if dit_path else Path(model or catalogue.DEFAULT_NAMES["dit"]).name
+    enc_name = encoder or catalogue.DEFAULT_ENCODER.get(catalogue.semantics_from_name(dit_name) or "")
+    enc_path = find(enc_name, "encoder")
     geo_path = None
     if args.metric or args.normals:               # MoGe-2: metric depth, camera and normals (run_point_cloud.py)
-        geo_path = catalogue.find_model(args.geometry_model or catalogue.DEFAULT_ENCODER["moge2"], "encoder",
-                                        explicit=args.models_dir)
+        geo_path = find(args.geometry_model or catalogue.DEFAULT_ENCODER["moge2"], "encoder")
+    if len(missing) == 1:
+        raise missing[0]
+    if missing or dit_path is None or enc_path is None:
+        raise PPDError(f"{len(missing)} model files are missing:\n" + "\n".join(f"  {e}" for e in missing))
     if use_ray:
         from .batch import distributed
         device = args.device if args.device != "auto" else None
