@@ -31,3 +31,16 @@ def test_only_the_missing_encoder_is_named(models, image_file, tmp_path, capsys,
     err = capsys.readouterr().err
     assert code == 2 and "depth_anything_v2_vitl.pth" in err and "missing:" not in err
     assert "expected an encoder checkpoint" in err
+
+
+def test_empty_image_file_is_called_empty(models, image_file, tmp_path, capsys):
+    """A 0-byte PNG fails with 'empty (0 bytes)', not Pillow's 'cannot identify image file'; the batch goes on."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(image_file, folder / "good.png")
+    (folder / "zero.png").write_bytes(b"")
+    code = main(["predict", str(folder), "--out", str(tmp_path / "o"), "--models-dir", str(models["dit"].parent),
+                 "--area", "6144", "--steps", "1", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 1 and "zero.png is empty (0 bytes)" in out and "cannot identify" not in out
+    assert (tmp_path / "o" / "good_depth.npy").is_file()

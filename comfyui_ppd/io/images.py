@@ -108,6 +108,9 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"image not found: {path}. Check the path and file name.")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path} is empty (0 bytes), as an interrupted copy or download leaves it. Copy or "
+                         "export the image again.")
     try:
         with Image.open(path) as img:
             arr = _pil_to_array(ImageOps.exif_transpose(img))
