@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", choices=list(runtime.DTYPES),
                    help="override the policy's stored weight dtype (autocast unchanged)")
     p.add_argument("--compile", nargs="?", const="default", choices=COMPILE_MODES,
-                   help="torch.compile the DiT blocks (comfyui_ppd.accel), optionally with a torch.compile mode")
+                   help="torch.compile the DiT blocks (comfyui_ppd.runtime), optionally with a torch.compile mode")
     p.add_argument("--parts", default="encoder,condition,step,flat,e2e",
                    help="comma list of encoder, condition, step, flat (no cascade), e2e (default all)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per part, median reported (default 3)")

@@ -44,3 +44,20 @@ def test_empty_image_file_is_called_empty(models, image_file, tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 1 and "zero.png is empty (0 bytes)" in out and "cannot identify" not in out
     assert (tmp_path / "o" / "good_depth.npy").is_file()
+
+
+def test_modules_named_in_help_texts_exist():
+    """`--help` texts point users at engine modules (e.g. for --compile); each named module must import
+    (bench's help still named comfyui_ppd.accel after the refactor renamed it to runtime)."""
+    import importlib
+    import re
+
+    from comfyui_ppd import bench, bench_video, cli
+    parser = cli.build_parser()
+    texts = [parser.format_help(), bench.build_parser().format_help(), bench_video.build_parser().format_help()]
+    texts += [sub.format_help() for action in parser._subparsers._group_actions     # type: ignore[union-attr]
+              for sub in action.choices.values()]
+    names = {m.rstrip(".") for t in texts for m in re.findall(r"comfyui_ppd(?:\.\w+)+", t)}
+    assert names, "the help texts name no module: the check below would test nothing"
+    for name in sorted(names):
+        importlib.import_module(name)
