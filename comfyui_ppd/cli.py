@@ -37,9 +37,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     items = inputs.expand_inputs(args.images, exclude=out_dir)
     videos = [it for it in items if it.kind == "video"]
     if args.download:
-        # None: every official file with a link (the video model's pi3 too; ppvd.pth's instructions are printed)
-        names = [n for n in (args.model, args.encoder) if n and not Path(n).is_file()] or None
-        download.download_official(names, catalogue.models_dirs(args.models_dir)[0])
+        download.download_official(files_to_download(args, bool(videos)), catalogue.models_dirs(args.models_dir)[0])
     video_model = find_video_model(args) if videos else None
     frame_items = [it for it in items if it.kind == "image" or video_model is None]
     video_items = [it for it in videos if video_model is not None]
@@ -56,6 +54,30 @@ def cmd_predict(args: argparse.Namespace) -> int:
                              "was not found)")
     print(summary.format())
     return 0 if summary.ok else 1
+
+
+def files_to_download(args: argparse.Namespace, videos: bool) -> list[str] | None:
+    """What --download fetches: the files named by --model/--encoder; else, for images only, the image model's
+    files (and MoGe-2 for --metric/--normals) not found yet, not the video model's (pi3 alone is 3.8 GB); else
+    None = every official file with a link (ppvd.pth's instructions are printed)."""
+    named = [n for n in (args.model, args.encoder) if n and not Path(n).is_file()]
+    if named or videos:
+        return named or None
+    try:
+        dit = catalogue.find_model(None, "dit", explicit=args.models_dir).name
+        names = []
+    except PPDError:
+        dit = catalogue.DEFAULT_NAMES["dit"]
+        names = [dit]
+    wanted = [catalogue.DEFAULT_ENCODER.get(catalogue.semantics_from_name(dit) or "", "")]
+    if args.metric or args.normals:
+        wanted.append(args.geometry_model or catalogue.DEFAULT_ENCODER["moge2"])
+    for name in wanted:
+        try:
+            catalogue.find_model(name, "encoder", explicit=args.models_dir)
+        except PPDError:
+            names.append(name)
+    return names
 
 
 def _official_role(name: str | None) -> str | None:

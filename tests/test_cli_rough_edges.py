@@ -61,3 +61,25 @@ def test_modules_named_in_help_texts_exist():
     assert names, "the help texts name no module: the check below would test nothing"
     for name in sorted(names):
         importlib.import_module(name)
+
+
+def test_download_for_images_fetches_only_the_image_model(models, image_file, tmp_path, monkeypatch):
+    """`predict photo.png --download` fetches ppd.pth + its encoder (+ MoGe-2 with --metric), not the video
+    model's 3.8 GB Pi3 nor instructions for Google-Drive files it does not use; what is present is not asked."""
+    from comfyui_ppd import cli, download
+    monkeypatch.delenv("PPD_MODELS_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    asked: list[object] = []
+
+    def fake(names, target, **_):
+        asked.append(names)
+        return []
+    monkeypatch.setattr(download, "download_official", fake)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    base = ["predict", str(image_file), "--out", str(tmp_path / "o"), "--download", "--no-progress"]
+    cli.main([*base, "--models-dir", str(empty)])
+    cli.main([*base, "--models-dir", str(empty), "--pointcloud", "--metric"])
+    cli.main([*base, "--models-dir", str(models["dit"].parent)])
+    assert asked == [["ppd.pth", "depth_anything_v2_vitl.pth"],
+                     ["ppd.pth", "depth_anything_v2_vitl.pth", "moge2_vitl_normal.pt"], []]
