@@ -83,3 +83,21 @@ def test_download_for_images_fetches_only_the_image_model(models, image_file, tm
     cli.main([*base, "--models-dir", str(models["dit"].parent)])
     assert asked == [["ppd.pth", "depth_anything_v2_vitl.pth"],
                      ["ppd.pth", "depth_anything_v2_vitl.pth", "moge2_vitl_normal.pt"], []]
+
+
+def test_truncated_jpeg_is_called_damaged(image_file, tmp_path):
+    """A cut-off JPEG is a JPEG: the fix is to copy it again, not 'use a PNG, JPEG, ... file'."""
+    import pytest
+    from PIL import Image
+
+    from comfyui_ppd.errors import InputError
+    from comfyui_ppd.io.images import load_image
+    whole = tmp_path / "whole.jpg"
+    Image.open(image_file).save(whole, quality=95)
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(InputError, match="damaged or incomplete") as err:
+        load_image(cut)
+    assert "Use a PNG" not in str(err.value)
+    with pytest.raises(InputError, match="Use a PNG, JPEG"):      # not an image at all: the format hint stays
+        load_image(tmp_path.joinpath("notes.png").write_text("hello") and tmp_path / "notes.png")

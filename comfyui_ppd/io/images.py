@@ -114,7 +114,9 @@ def load_image(path: str | os.PathLike) -> torch.Tensor:
     try:
         with Image.open(path) as img:
             arr = _pil_to_array(ImageOps.exif_transpose(img))
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except UnidentifiedImageError as e:
         raise InputError(f"cannot read {path} as an image ({e}). Use a PNG, JPEG, WebP, TIFF or "
                          "BMP file.") from e
+    except (OSError, ValueError) as e:       # a known format that fails part-way: truncated or damaged
+        raise InputError(f"{path} is damaged or incomplete ({e}). Copy or export the image again.") from e
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None].contiguous()
