@@ -317,13 +317,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
     c = sub.add_parser("convert", help="keep one part of a checkpoint and write .safetensors with metadata")
-    c.add_argument("input")
-    c.add_argument("output")
-    c.add_argument("--dtype", default="fp32", choices=list(runtime.DTYPES))
-    c.add_argument("--part", default="auto", choices=["auto", "dit", "encoder"])
-    c.add_argument("--semantics", choices=["da2", "moge2"], help="semantics the DiT was trained with")
+    c.add_argument("input", help="checkpoint to convert (.pth, .pt or .safetensors): ppd.pth, ppd_moge.pth, "
+                                 "depth_anything_v2_vitl.pth or MoGe-2's model.pt")
+    c.add_argument("output", help="the .safetensors file to write")
+    c.add_argument("--dtype", default="fp32", choices=list(runtime.DTYPES),
+                   help="stored weight dtype (default fp32; fp16/bf16 halve the size)")
+    c.add_argument("--part", default="auto", choices=["auto", "dit", "encoder"],
+                   help="part to keep (default auto: from the keys)")
+    c.add_argument("--semantics", choices=["da2", "moge2"],
+                   help="semantics the DiT was trained with (default: from the file name)")
     c.add_argument("--num-heads", type=int, help="ViT head count (default: width / 64)")
-    c.add_argument("--overwrite", action="store_true")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 
     d = sub.add_parser("download", help="download the official model files (resumable)")
     d.add_argument("names", nargs="*", help="file names (default: all with a direct link)")

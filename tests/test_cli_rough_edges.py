@@ -101,3 +101,17 @@ def test_truncated_jpeg_is_called_damaged(image_file, tmp_path):
     assert "Use a PNG" not in str(err.value)
     with pytest.raises(InputError, match="Use a PNG, JPEG"):      # not an image at all: the format hint stays
         load_image(tmp_path.joinpath("notes.png").write_text("hello") and tmp_path / "notes.png")
+
+
+def test_every_command_line_argument_has_a_help_text():
+    """`convert --help` listed input, output, --dtype, --part and --overwrite with no word of explanation."""
+    import argparse
+
+    from comfyui_ppd import bench, bench_video, cli
+    parser = cli.build_parser()
+    parsers = [bench.build_parser(), bench_video.build_parser()]
+    parsers += [sub for action in parser._subparsers._group_actions      # type: ignore[union-attr]
+                for sub in action.choices.values()]
+    bare = [f"{p.prog} {a.dest}" for p in parsers for a in p._actions
+            if not isinstance(a, argparse._HelpAction) and not a.help]
+    assert len(parsers) == 6 and not bare, bare
