@@ -24,6 +24,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     run (bad options, a model that cannot load). Videos go to the video model when its files are found, else
     the image model runs per frame."""
     from .batch import inputs
+    if args.steps < 1:          # checked before any input is read: a bad option stops the run (exit 2)
+        raise InputError(f"--steps must be at least 1, got {args.steps}; PPD's default is 4.")
     for name in ("batch_size", "workers", "ray_workers"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -341,10 +343,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    if argv[:1] == ["bench"]:
-        return cmd_bench(argparse.Namespace(), argv[1:])
-    args = parser.parse_args(argv)
     try:
+        if argv[:1] == ["bench"]:
+            return cmd_bench(argparse.Namespace(), argv[1:])
+        args = parser.parse_args(argv)
         return {"predict": cmd_predict, "convert": cmd_convert, "download": cmd_download}[args.command](args)
     except PPDError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -115,3 +115,21 @@ def test_every_command_line_argument_has_a_help_text():
     bare = [f"{p.prog} {a.dest}" for p in parsers for a in p._actions
             if not isinstance(a, argparse._HelpAction) and not a.help]
     assert len(parsers) == 6 and not bare, bare
+
+
+def test_bad_steps_and_devices_stop_the_run_with_a_message(models, image_file, tmp_path, capsys, monkeypatch):
+    """--steps 0 failed every input one by one (exit 1); --device cuda on a machine without CUDA failed each with
+    torch's 'AssertionError: Torch not compiled with CUDA enabled'; --device bogus (also in bench) was a raw
+    RuntimeError traceback. Each is now one message before any input is read (exit 2, nothing written)."""
+    import torch
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    base = ["predict", str(image_file), "--models-dir", str(models["dit"].parent), "--no-progress"]
+    for extra, words in ((["--steps", "0"], "--steps must be at least 1"),
+                         (["--device", "cuda"], "'cuda' is not available"),
+                         (["--device", "bogus"], "unknown device 'bogus'")):
+        out = tmp_path / extra[-1]
+        assert main([*base, "--out", str(out), *extra]) == 2, extra
+        assert words in capsys.readouterr().err
+        assert not [p for p in out.rglob("*") if p.is_file()]
+    assert main(["bench", "--model", "tiny", "--device", "bogus"]) == 2
+    assert "unknown device 'bogus'" in capsys.readouterr().err
