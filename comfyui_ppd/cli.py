@@ -151,11 +151,14 @@ def predict_images(args: argparse.Namespace, items: list[Item], use_ray: bool) -
 
 
 def video_size(text: str) -> tuple[int, int]:
-    """'WIDTHxHEIGHT' -> (height, width); the pipeline checks the multiples of 32."""
+    """'WIDTHxHEIGHT' -> (height, width), multiples of 32 (the released model's; the pipeline checks the model's)."""
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must look like 512x512 (width x height), got {text!r}") from None
+    if w < 32 or h < 32 or w % 32 or h % 32:      # at parse time: not after the images of the run are done
+        raise argparse.ArgumentTypeError(f"width and height must be multiples of 32, got {text!r} (width x height); "
+                                         "512x512 is the trained size")
     return h, w
 
 

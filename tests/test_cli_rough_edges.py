@@ -133,3 +133,13 @@ def test_bad_steps_and_devices_stop_the_run_with_a_message(models, image_file, t
         assert not [p for p in out.rglob("*") if p.is_file()]
     assert main(["bench", "--model", "tiny", "--device", "bogus"]) == 2
     assert "unknown device 'bogus'" in capsys.readouterr().err
+
+
+def test_process_size_is_checked_when_parsed_in_width_x_height(capsys):
+    """--process-size 512x300 was accepted, and refused only when the first video ran (after every image of the
+    run), as 'process_size must be (height, width) ... got (300, 512)': the user's numbers swapped."""
+    import pytest
+    with pytest.raises(SystemExit) as stop:
+        main(["predict", "x.mp4", "--out", "o", "--process-size", "512x300"])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "'512x300' (width x height)" in err and "multiples of 32" in err
