@@ -54,6 +54,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     elif videos:
         summary.notes.append("videos: the image model per frame (the video model, ppvd.pth + pi3.safetensors, "
                              "was not found)")
+        if args.flicker:
+            summary.notes.append("--flicker: not computed, it needs the video model (put ppvd.pth and "
+                                 "pi3.safetensors in the models folder; see README, Models)")
     print(summary.format())
     return 0 if summary.ok else 1
 

@@ -143,3 +143,17 @@ def test_process_size_is_checked_when_parsed_in_width_x_height(capsys):
         main(["predict", "x.mp4", "--out", "o", "--process-size", "512x300"])
     err = capsys.readouterr().err
     assert stop.value.code == 2 and "'512x300' (width x height)" in err and "multiples of 32" in err
+
+
+def test_flicker_without_the_video_model_says_it_was_not_computed(models, tmp_path, capsys, monkeypatch):
+    """--flicker on a video that went to the image model per frame printed nothing about flicker at all."""
+    import pytest
+    pytest.importorskip("av", reason="PyAV (pip install av) writes the test clip")
+    from scenes import write_example_clip
+    monkeypatch.delenv("PPD_MODELS_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    clip = tmp_path / "pan.mp4"
+    write_example_clip(str(clip), frames=2, height=32, width=48)
+    assert main(["predict", str(clip), "--out", str(tmp_path / "o"), "--models-dir", str(models["dit"].parent),
+                 "--area", "1536", "--steps", "1", "--flicker", "--no-progress"]) == 0
+    assert "--flicker: not computed, it needs the video model" in capsys.readouterr().out
