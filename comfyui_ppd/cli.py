@@ -357,3 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     except PPDError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:       # Ctrl-C: no traceback; every file on disk is complete (atomic writes)
+        print("\ninterrupted: the files written so far are complete and kept; run the same command again to "
+              "resume (finished inputs are skipped).", file=sys.stderr)
+        return 130

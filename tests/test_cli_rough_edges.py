@@ -157,3 +157,17 @@ def test_flicker_without_the_video_model_says_it_was_not_computed(models, tmp_pa
     assert main(["predict", str(clip), "--out", str(tmp_path / "o"), "--models-dir", str(models["dit"].parent),
                  "--area", "1536", "--steps", "1", "--flicker", "--no-progress"]) == 0
     assert "--flicker: not computed, it needs the video model" in capsys.readouterr().out
+
+
+def test_ctrl_c_is_a_short_message_and_exit_130(models, image_file, tmp_path, capsys, monkeypatch):
+    """Ctrl-C during a run printed a KeyboardInterrupt traceback and then aborted in C++ ('terminate called
+    without an active exception'); now a line saying the written files are complete and how to resume."""
+    from comfyui_ppd.batch import runner
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(runner, "run_sequential", interrupted)
+    code = main(["predict", str(image_file), "--out", str(tmp_path / "o"), "--models-dir",
+                 str(models["dit"].parent), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 130 and "interrupted" in err and "run the same command again" in err
