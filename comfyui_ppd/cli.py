@@ -203,7 +203,8 @@ def predict_videos(args: argparse.Namespace, items: list[Item], dit_path: Path, 
             continue
         summary.done += 1
         summary.samples += done["frames"]
-        print(f"{item.path.name}: {done['frames']} frames {done['size'][0]}x{done['size'][1]} "
+        height, width = done["size"]
+        print(f"{item.path.name}: {done['frames']} frames {width}x{height} (W x H) "
               f"-> {out / item.stem.parent}")
         if args.flicker:
             print(done["flicker"])

@@ -171,3 +171,17 @@ def test_ctrl_c_is_a_short_message_and_exit_130(models, image_file, tmp_path, ca
                  str(models["dit"].parent), "--no-progress"])
     err = capsys.readouterr().err
     assert code == 130 and "interrupted" in err and "run the same command again" in err
+
+
+def test_video_line_gives_the_frame_size_as_width_x_height(tmp_path, capsys):
+    """The pack writes sizes W x H everywhere; the video line printed a 48-wide, 32-high clip as '32x48'."""
+    import pytest
+    pytest.importorskip("av", reason="PyAV (pip install av) writes the test clip")
+    from scenes import write_example_clip
+    from tiny_ppvd import write_tiny_ppvd
+    models = write_tiny_ppvd(tmp_path / "m")
+    clip = tmp_path / "pan.mp4"
+    write_example_clip(str(clip), frames=2, height=32, width=48)
+    assert main(["predict", str(clip), "--out", str(tmp_path / "o"), "--models-dir", str(models["ppvd"].parent),
+                 "--process-size", "32x32", "--steps", "1", "--no-progress"]) == 0
+    assert "2 frames 48x32 (W x H)" in capsys.readouterr().out
