@@ -185,3 +185,22 @@ def test_video_line_gives_the_frame_size_as_width_x_height(tmp_path, capsys):
     assert main(["predict", str(clip), "--out", str(tmp_path / "o"), "--models-dir", str(models["ppvd"].parent),
                  "--process-size", "32x32", "--steps", "1", "--no-progress"]) == 0
     assert "2 frames 48x32 (W x H)" in capsys.readouterr().out
+
+
+def test_scripting_api_names_channels_last_and_folders(models, tmp_path):
+    """A ComfyUI-style (B,H,W,3) tensor was refused as having '64 channels'; load_image(folder) said
+    'image not found' for a folder that exists."""
+    import pytest
+    import torch
+
+    from comfyui_ppd import PPDPipeline, load_dit, load_semantic_encoder
+    from comfyui_ppd.errors import InputError
+    from comfyui_ppd.io.images import load_image
+    pipe = PPDPipeline(load_dit(models["dit"]), load_semantic_encoder(models["da2"]))
+    for shape in ((1, 64, 48, 3), (2, 64, 48, 4)):
+        with pytest.raises(InputError, match=r"channels last.*permute\(0, 3, 1, 2\)"):
+            pipe(torch.rand(shape), steps=1)
+    with pytest.raises(InputError, match="5 channels"):                  # other layouts keep the old message
+        pipe(torch.rand(1, 5, 64, 48), steps=1)
+    with pytest.raises(InputError, match="is a folder"):
+        load_image(tmp_path)

@@ -106,6 +106,9 @@ def _pil_to_array(img: Image.Image) -> np.ndarray:
 def load_image(path: str | os.PathLike) -> torch.Tensor:
     """Read an image file as (1,3,H,W) float32 RGB in [0,1] (EXIF rotation applied, first frame)."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not an image file; give one image (`predict` of the command line "
+                         "takes folders).")
     if not path.is_file():
         raise InputError(f"image not found: {path}. Check the path and file name.")
     if path.stat().st_size == 0:
