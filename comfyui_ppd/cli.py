@@ -43,7 +43,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     video_model = find_video_model(args) if videos else None
     frame_items = [it for it in items if it.kind == "image" or video_model is None]
     video_items = [it for it in videos if video_model is not None]
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:                  # an existing file of that name, no permission, a read-only disk
+        raise InputError(f"cannot use {out_dir} as the output folder ({e.strerror or e}); choose another "
+                         "--out.") from e
     summary = Summary()
     if frame_items:
         summary = predict_images(args, frame_items, use_ray)

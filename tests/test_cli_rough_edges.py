@@ -204,3 +204,13 @@ def test_scripting_api_names_channels_last_and_folders(models, tmp_path):
         pipe(torch.rand(1, 5, 64, 48), steps=1)
     with pytest.raises(InputError, match="is a folder"):
         load_image(tmp_path)
+
+
+def test_out_naming_a_file_is_a_message_not_a_traceback(models, image_file, tmp_path, capsys):
+    """--out pointing at an existing file raised a raw FileExistsError traceback from Path.mkdir."""
+    taken = tmp_path / "taken"
+    taken.write_text("a file")
+    code = main(["predict", str(image_file), "--out", str(taken), "--models-dir", str(models["dit"].parent),
+                 "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"cannot use {taken} as the output folder" in err and "choose another --out" in err
