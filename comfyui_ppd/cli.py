@@ -95,16 +95,26 @@ def _official_role(name: str | None) -> str | None:
     return entry.role if entry else None
 
 
+def _named_for(args: argparse.Namespace, *, video: bool) -> tuple[str | None, str | None]:
+    """(--model, --encoder) as they apply to the video or the image model. Once one flag names an official video
+    file, the other (unless it names an official image file) is the video model's too: `--model ppvd.pth
+    --encoder my_pi3_fp16.safetensors` runs that encoder on videos, and images take the default files."""
+    roles = (_official_role(args.model), _official_role(args.encoder))
+    is_video = any(r in ("video_dit", "video_encoder") for r in roles)
+    model, encoder = (name if (is_video and role not in ("dit", "encoder")) == video else None
+                      for name, role in zip((args.model, args.encoder), roles))
+    return model, encoder
+
+
 def find_video_model(args: argparse.Namespace) -> tuple[Path, Path] | None:
     """(ppvd.pth, pi3.safetensors) when the video model is available, else None (the image model per frame).
 
     --model/--encoder naming image files choose the image model; naming video files requires them."""
     roles = [_official_role(n) for n in (args.model, args.encoder) if n]
     if any(r in ("video_dit", "video_encoder") for r in roles):     # named: missing files are errors
-        return (catalogue.find_model(args.model if _official_role(args.model) == "video_dit" else None,
-                                     "video_dit", explicit=args.models_dir),
-                catalogue.find_model(args.encoder if _official_role(args.encoder) == "video_encoder" else None,
-                                     "video_encoder", explicit=args.models_dir))
+        model, encoder = _named_for(args, video=True)
+        return (catalogue.find_model(model, "video_dit", explicit=args.models_dir),
+                catalogue.find_model(encoder, "video_encoder", explicit=args.models_dir))
     if args.model or args.encoder:                                  # an image model was named
         return None
     try:
@@ -119,8 +129,7 @@ def predict_images(args: argparse.Namespace, items: list[Item], use_ray: bool) -
 
     A --model/--encoder naming the video model's files is for the videos: the images take the defaults."""
     from .batch.ppd import PPDProcessor
-    model = None if _official_role(args.model) == "video_dit" else args.model
-    encoder = None if _official_role(args.encoder) == "video_encoder" else args.encoder
+    model, encoder = _named_for(args, video=False)
     missing: list[CheckpointError] = []
 
     def find(name: str | None, role: str) -> Path | None:

@@ -214,3 +214,24 @@ def test_out_naming_a_file_is_a_message_not_a_traceback(models, image_file, tmp_
                  "--no-progress"])
     err = capsys.readouterr().err
     assert code == 2 and f"cannot use {taken} as the output folder" in err and "choose another --out" in err
+
+
+def test_a_custom_encoder_named_beside_the_video_model_is_used(tmp_path, capsys):
+    """`--model ppvd.pth --encoder my_pi3.safetensors` silently ran pi3.safetensors from the models folder: a
+    name that is not an official one was never given to the video model."""
+    import pytest
+    pytest.importorskip("av", reason="PyAV (pip install av) writes the test clip")
+    from scenes import write_example_clip
+    from tiny_ppvd import write_tiny_ppvd
+    models = write_tiny_ppvd(tmp_path / "m")
+    mine = tmp_path / "my_pi3_copy.safetensors"
+    shutil.copy(models["pi3"], mine)
+    clip = tmp_path / "pan.mp4"
+    write_example_clip(str(clip), frames=2, height=32, width=48)
+    base = ["predict", str(clip), "--models-dir", str(models["ppvd"].parent), "--process-size", "32x32",
+            "--steps", "1", "--no-progress", "--model", "ppvd.pth"]
+    assert main([*base, "--out", str(tmp_path / "o"), "--encoder", str(mine)]) == 0
+    assert "videos: the video model (ppvd.pth + my_pi3_copy.safetensors)" in capsys.readouterr().out
+    mine.write_bytes(b"")                                     # and a broken one is refused, not replaced
+    assert main([*base, "--out", str(tmp_path / "o2"), "--encoder", str(mine)]) == 2
+    assert "my_pi3_copy.safetensors" in capsys.readouterr().err
