@@ -142,7 +142,8 @@ def _missing(name: str, role: str, dirs: list[Path]) -> CheckpointError:
         fix = (f"Check the file name, or use an official {role} file: {options}. "
                f"Place it in {dirs[0]}, {_HINT} (official files only).")
     found = f"no such file in {searched} (searched in this order)"
-    return CheckpointError(name, f"a {role} checkpoint", found, fix)
+    article = "an" if role[0] in "aeiou" else "a"
+    return CheckpointError(name, f"{article} {role} checkpoint", found, fix)
 
 
 def find_model(name_or_path: str | Path | None, role: str, *, explicit: str | Path | None = None,

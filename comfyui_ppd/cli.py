@@ -12,7 +12,7 @@ from . import catalogue, download, imaging, registry, runtime, tasks
 from .batch.inputs import Item
 from .batch.runner import Summary
 from .checkpoints import load_strict, read_checkpoint
-from .errors import InputError, PPDError
+from .errors import CheckpointError, InputError, PPDError
 from .io.files import atomic_write
 from .progress import ConsoleProgress
 
@@ -24,6 +24,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     run (bad options, a model that cannot load). Videos go to the video model when its files are found, else
     the image model runs per frame."""
     from .batch import inputs
+    if args.steps < 1:          # checked before any input is read: a bad option stops the run (exit 2)
+        raise InputError(f"--steps must be at least 1, got {args.steps}; PPD's default is 4.")
     for name in ("batch_size", "workers", "ray_workers"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
@@ -37,13 +39,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     items = inputs.expand_inputs(args.images, exclude=out_dir)
     videos = [it for it in items if it.kind == "video"]
     if args.download:
-        # None: every official file with a link (the video model's pi3 too; ppvd.pth's instructions are printed)
-        names = [n for n in (args.model, args.encoder) if n and not Path(n).is_file()] or None
-        download.download_official(names, catalogue.models_dirs(args.models_dir)[0])
+        download.download_official(files_to_download(args, bool(videos)), catalogue.models_dirs(args.models_dir)[0])
     video_model = find_video_model(args) if videos else None
     frame_items = [it for it in items if it.kind == "image" or video_model is None]
     video_items = [it for it in videos if video_model is not None]
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:                  # an existing file of that name, no permission, a read-only disk
+        raise InputError(f"cannot use {out_dir} as the output folder ({e.strerror or e}); choose another "
+                         "--out.") from e
     summary = Summary()
     if frame_items:
         summary = predict_images(args, frame_items, use_ray)
@@ -54,8 +58,35 @@ def cmd_predict(args: argparse.Namespace) -> int:
     elif videos:
         summary.notes.append("videos: the image model per frame (the video model, ppvd.pth + pi3.safetensors, "
                              "was not found)")
+        if args.flicker:
+            summary.notes.append("--flicker: not computed, it needs the video model (put ppvd.pth and "
+                                 "pi3.safetensors in the models folder; see README, Models)")
     print(summary.format())
     return 0 if summary.ok else 1
+
+
+def files_to_download(args: argparse.Namespace, videos: bool) -> list[str] | None:
+    """What --download fetches: the files named by --model/--encoder; else, for images only, the image model's
+    files (and MoGe-2 for --metric/--normals) not found yet, not the video model's (pi3 alone is 3.8 GB); else
+    None = every official file with a link (ppvd.pth's instructions are printed)."""
+    named = [n for n in (args.model, args.encoder) if n and not Path(n).is_file()]
+    if named or videos:
+        return named or None
+    try:
+        dit = catalogue.find_model(None, "dit", explicit=args.models_dir).name
+        names = []
+    except PPDError:
+        dit = catalogue.DEFAULT_NAMES["dit"]
+        names = [dit]
+    wanted = [catalogue.DEFAULT_ENCODER.get(catalogue.semantics_from_name(dit) or "", "")]
+    if args.metric or args.normals:
+        wanted.append(args.geometry_model or catalogue.DEFAULT_ENCODER["moge2"])
+    for name in wanted:
+        try:
+            catalogue.find_model(name, "encoder", explicit=args.models_dir)
+        except PPDError:
+            names.append(name)
+    return names
 
 
 def _official_role(name: str | None) -> str | None:
@@ -64,16 +95,26 @@ def _official_role(name: str | None) -> str | None:
     return entry.role if entry else None
 
 
+def _named_for(args: argparse.Namespace, *, video: bool) -> tuple[str | None, str | None]:
+    """(--model, --encoder) as they apply to the video or the image model. Once one flag names an official video
+    file, the other (unless it names an official image file) is the video model's too: `--model ppvd.pth
+    --encoder my_pi3_fp16.safetensors` runs that encoder on videos, and images take the default files."""
+    roles = (_official_role(args.model), _official_role(args.encoder))
+    is_video = any(r in ("video_dit", "video_encoder") for r in roles)
+    model, encoder = (name if (is_video and role not in ("dit", "encoder")) == video else None
+                      for name, role in zip((args.model, args.encoder), roles))
+    return model, encoder
+
+
 def find_video_model(args: argparse.Namespace) -> tuple[Path, Path] | None:
     """(ppvd.pth, pi3.safetensors) when the video model is available, else None (the image model per frame).
 
     --model/--encoder naming image files choose the image model; naming video files requires them."""
     roles = [_official_role(n) for n in (args.model, args.encoder) if n]
     if any(r in ("video_dit", "video_encoder") for r in roles):     # named: missing files are errors
-        return (catalogue.find_model(args.model if _official_role(args.model) == "video_dit" else None,
-                                     "video_dit", explicit=args.models_dir),
-                catalogue.find_model(args.encoder if _official_role(args.encoder) == "video_encoder" else None,
-                                     "video_encoder", explicit=args.models_dir))
+        model, encoder = _named_for(args, video=True)
+        return (catalogue.find_model(model, "video_dit", explicit=args.models_dir),
+                catalogue.find_model(encoder, "video_encoder", explicit=args.models_dir))
     if args.model or args.encoder:                                  # an image model was named
         return None
     try:
@@ -88,15 +129,27 @@ def predict_images(args: argparse.Namespace, items: list[Item], use_ray: bool) -
 
     A --model/--encoder naming the video model's files is for the videos: the images take the defaults."""
     from .batch.ppd import PPDProcessor
-    model = None if _official_role(args.model) == "video_dit" else args.model
-    encoder = None if _official_role(args.encoder) == "video_encoder" else args.encoder
-    dit_path = catalogue.find_model(model, "dit", explicit=args.models_dir)
-    enc_name = encoder or catalogue.DEFAULT_ENCODER.get(catalogue.semantics_from_name(dit_path.name) or "")
-    enc_path = catalogue.find_model(enc_name, "encoder", explicit=args.models_dir)
+    model, encoder = _named_for(args, video=False)
+    missing: list[CheckpointError] = []
+
+    def find(name: str | None, role: str) -> Path | None:
+        try:
+            return catalogue.find_model(name, role, explicit=args.models_dir)
+        except CheckpointError as e:      # collected: one error names every missing file, not only the first
+            missing.append(e)
+            return None
+
+    dit_path = find(model, "dit")
+    dit_name = dit_path.name if dit_path else Path(model or catalogue.DEFAULT_NAMES["dit"]).name
+    enc_name = encoder or catalogue.DEFAULT_ENCODER.get(catalogue.semantics_from_name(dit_name) or "")
+    enc_path = find(enc_name, "encoder")
     geo_path = None
     if args.metric or args.normals:               # MoGe-2: metric depth, camera and normals (run_point_cloud.py)
-        geo_path = catalogue.find_model(args.geometry_model or catalogue.DEFAULT_ENCODER["moge2"], "encoder",
-                                        explicit=args.models_dir)
+        geo_path = find(args.geometry_model or catalogue.DEFAULT_ENCODER["moge2"], "encoder")
+    if len(missing) == 1:
+        raise missing[0]
+    if missing or dit_path is None or enc_path is None:
+        raise PPDError(f"{len(missing)} model files are missing:\n" + "\n".join(f"  {e}" for e in missing))
     if use_ray:
         from .batch import distributed
         device = args.device if args.device != "auto" else None
@@ -114,11 +167,14 @@ def predict_images(args: argparse.Namespace, items: list[Item], use_ray: bool) -
 
 
 def video_size(text: str) -> tuple[int, int]:
-    """'WIDTHxHEIGHT' -> (height, width); the pipeline checks the multiples of 32."""
+    """'WIDTHxHEIGHT' -> (height, width), multiples of 32 (the released model's; the pipeline checks the model's)."""
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must look like 512x512 (width x height), got {text!r}") from None
+    if w < 32 or h < 32 or w % 32 or h % 32:      # at parse time: not after the images of the run are done
+        raise argparse.ArgumentTypeError(f"width and height must be multiples of 32, got {text!r} (width x height); "
+                                         "512x512 is the trained size")
     return h, w
 
 
@@ -160,7 +216,8 @@ def predict_videos(args: argparse.Namespace, items: list[Item], dit_path: Path, 
             continue
         summary.done += 1
         summary.samples += done["frames"]
-        print(f"{item.path.name}: {done['frames']} frames {done['size'][0]}x{done['size'][1]} "
+        height, width = done["size"]
+        print(f"{item.path.name}: {done['frames']} frames {width}x{height} (W x H) "
               f"-> {out / item.stem.parent}")
         if args.flicker:
             print(done["flicker"])
@@ -283,13 +340,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
     c = sub.add_parser("convert", help="keep one part of a checkpoint and write .safetensors with metadata")
-    c.add_argument("input")
-    c.add_argument("output")
-    c.add_argument("--dtype", default="fp32", choices=list(runtime.DTYPES))
-    c.add_argument("--part", default="auto", choices=["auto", "dit", "encoder"])
-    c.add_argument("--semantics", choices=["da2", "moge2"], help="semantics the DiT was trained with")
+    c.add_argument("input", help="checkpoint to convert (.pth, .pt or .safetensors): ppd.pth, ppd_moge.pth, "
+                                 "depth_anything_v2_vitl.pth or MoGe-2's model.pt")
+    c.add_argument("output", help="the .safetensors file to write")
+    c.add_argument("--dtype", default="fp32", choices=list(runtime.DTYPES),
+                   help="stored weight dtype (default fp32; fp16/bf16 halve the size)")
+    c.add_argument("--part", default="auto", choices=["auto", "dit", "encoder"],
+                   help="part to keep (default auto: from the keys)")
+    c.add_argument("--semantics", choices=["da2", "moge2"],
+                   help="semantics the DiT was trained with (default: from the file name)")
     c.add_argument("--num-heads", type=int, help="ViT head count (default: width / 64)")
-    c.add_argument("--overwrite", action="store_true")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 
     d = sub.add_parser("download", help="download the official model files (resumable)")
     d.add_argument("names", nargs="*", help="file names (default: all with a direct link)")
@@ -303,11 +364,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    if argv[:1] == ["bench"]:
-        return cmd_bench(argparse.Namespace(), argv[1:])
-    args = parser.parse_args(argv)
     try:
+        if argv[:1] == ["bench"]:
+            return cmd_bench(argparse.Namespace(), argv[1:])
+        args = parser.parse_args(argv)
         return {"predict": cmd_predict, "convert": cmd_convert, "download": cmd_download}[args.command](args)
     except PPDError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:       # Ctrl-C: no traceback; every file on disk is complete (atomic writes)
+        print("\ninterrupted: the files written so far are complete and kept; run the same command again to "
+              "resume (finished inputs are skipped).", file=sys.stderr)
+        return 130

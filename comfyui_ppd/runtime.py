@@ -27,6 +27,8 @@ from typing import Any, cast
 import torch
 from torch import nn
 
+from .errors import InputError
+
 log = logging.getLogger("comfyui_ppd")
 CHOICES = ("auto", "fp32", "fp16", "bf16")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -34,9 +36,21 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 # --- device ------------------------------------------------------------------------------------
 def pick_device(name: str = "auto") -> torch.device:
-    """"auto": CUDA, else MPS, else CPU; any other name is passed to torch.device."""
+    """"auto": CUDA, else MPS, else CPU; any other name is passed to torch.device and must be available here."""
     if name != "auto":
-        return torch.device(name)
+        try:
+            device = torch.device(name)
+        except RuntimeError as e:
+            raise InputError(f"unknown device {name!r}: use auto, cpu, cuda, cuda:1 or mps.") from e
+        mps = getattr(torch.backends, "mps", None)
+        if ((device.type == "cuda" and not torch.cuda.is_available())
+                or (device.type == "mps" and not (mps and mps.is_available()))):
+            raise InputError(f"device {name!r} is not available to this torch ({torch.__version__}): use auto "
+                             "(the best device present) or cpu, or install a torch build for that device.")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise InputError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                             "numbered from cuda:0.")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():

@@ -136,7 +136,8 @@ def test_bad_files_are_reported_and_the_rest_is_done(models, tmp_path, capsys):
     text = capsys.readouterr().out
     assert counts(text) == {"total": 6, "done": 4, "skipped": 0, "failed": 2, "samples": 4}
     failed = text.split("failed:")[1]
-    assert str(corrupt) in failed and str(empty) in failed and "cannot read" in failed
+    assert str(corrupt) in failed and str(empty) in failed
+    assert "damaged or incomplete" in failed and "is empty (0 bytes)" in failed
     assert len(output_files(tmp_path / "out")) == 4 * 3 and not (tmp_path / "out" / "bad").exists()
 
 

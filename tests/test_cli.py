@@ -109,7 +109,7 @@ def test_download_command_and_flag_use_the_models_folder(models, image_file, tmp
     assert calls[-1] == (None, tmp_path / "m")
     folder = models["dit"].parent
     assert predict(models, image_file, "--out", tmp_path / "o", "--download") == 0
-    assert calls[-1] == (None, folder)                       # the first models folder: --models-dir
+    assert calls[-1] == ([], folder)     # the first models folder: --models-dir; the image files are all there
 
 
 def test_download_without_network_lists_urls_and_targets(tmp_path, capsys, monkeypatch):

@@ -49,7 +49,7 @@ def test_video_file_writes_png16_sequence_preview_and_npz(models, clip, tmp_path
     with av.open(str(out / "pan_depth_color.mp4")) as container:
         assert sum(1 for _ in container.decode(video=0)) == 5
     printed = capsys.readouterr().out
-    assert "pan.mp4: 5 frames 32x48" in printed and "flicker over 4 frame pairs" in printed
+    assert "pan.mp4: 5 frames 48x32 (W x H)" in printed and "flicker over 4 frame pairs" in printed
     assert (out / "pan_flicker.json").is_file() and "flicker over 4" in (out / "pan_flicker.txt").read_text()
 
 

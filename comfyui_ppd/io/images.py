@@ -106,12 +106,20 @@ def _pil_to_array(img: Image.Image) -> np.ndarray:
 def load_image(path: str | os.PathLike) -> torch.Tensor:
     """Read an image file as (1,3,H,W) float32 RGB in [0,1] (EXIF rotation applied, first frame)."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not an image file; give one image (`predict` of the command line "
+                         "takes folders).")
     if not path.is_file():
         raise InputError(f"image not found: {path}. Check the path and file name.")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path} is empty (0 bytes), as an interrupted copy or download leaves it. Copy or "
+                         "export the image again.")
     try:
         with Image.open(path) as img:
             arr = _pil_to_array(ImageOps.exif_transpose(img))
-    except (UnidentifiedImageError, OSError, ValueError) as e:
+    except UnidentifiedImageError as e:
         raise InputError(f"cannot read {path} as an image ({e}). Use a PNG, JPEG, WebP, TIFF or "
                          "BMP file.") from e
+    except (OSError, ValueError) as e:       # a known format that fails part-way: truncated or damaged
+        raise InputError(f"{path} is damaged or incomplete ({e}). Copy or export the image again.") from e
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None].contiguous()

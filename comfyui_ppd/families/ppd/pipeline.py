@@ -28,6 +28,9 @@ def validate_image(image: Tensor, min_side: int) -> Tensor:
         raise InputError(f"expected an image tensor (B,3,H,W), got {type(image).__name__}.")
     if image.ndim == 3:
         image = image[None]
+    if image.ndim == 4 and image.shape[1] != 3 and image.shape[-1] in (3, 4):
+        raise InputError(f"expected an RGB image batch (B,3,H,W), got shape {tuple(image.shape)}: channels last "
+                         "(B,H,W,C), as a ComfyUI IMAGE is. Use image[..., :3].permute(0, 3, 1, 2).")
     if image.ndim != 4 or image.shape[1] != 3:
         channels = image.shape[1] if image.ndim == 4 else "?"
         raise InputError(f"expected an RGB image batch (B,3,H,W), got shape {tuple(image.shape)} "
