@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import torch
@@ -38,8 +39,18 @@ def test_pointcloud_has_one_point_per_processing_pixel_at_the_mapped_depth(model
     assert torch.equal(rgb, (resized.permute(1, 2, 0).reshape(-1, 3) * 255).round().long())
 
 
-def test_pointcloud_refuses_a_range_that_puts_points_behind_the_camera(models, image_file, tmp_path, capsys):
-    assert predict(models, image_file, "--out", tmp_path / "o", "--pointcloud", "--near", "0.01",
-                   "--far", "100") == 1                  # the item fails (exit 1), reported in the summary
-    assert "raise near above" in capsys.readouterr().out
-    assert not any((tmp_path / "o").iterdir())                  # nothing written half-way, not even the depth
+def test_pixels_mapped_behind_the_camera_are_left_out_and_counted(models, image_file, tmp_path, capsys):
+    """As in the nodes: a near/far range that maps some pixels to depth <= 0 drops those pixels (said on stderr)
+    instead of failing the image; the depth files are written as usual."""
+    out = tmp_path / "o"
+    assert predict(models, image_file, "--out", out, "--pointcloud", "--near", "0.01", "--far", "100") == 0
+    raw = torch.from_numpy(np.load(out / "photo_depth.npy")).double()
+    arg = math.log1p(0.01) + raw * (math.log1p(100) - math.log1p(0.01))
+    behind = int((torch.expm1(arg) <= 0).sum())          # what log(1+d) maps to a depth <= 0
+    assert 0 < behind < raw.numel()                      # random tiny-model depth reaches below PPD's near end
+    said = re.search(r"([\d,]+) of ([\d,]+) pixels left out", capsys.readouterr().err)
+    assert said and int(said[2].replace(",", "")) == raw.numel()
+    dropped = int(said[1].replace(",", ""))
+    assert ply_vertex_count(out / "photo_points.ply") == raw.numel() - dropped
+    assert abs(dropped - behind) <= 2                    # float32 in the engine vs float64 here, at the boundary
+    assert (out / "photo_depth16.png").is_file() and (out / "photo_depth_color.png").is_file()

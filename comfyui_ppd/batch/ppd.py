@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import threading
 from collections.abc import Hashable, Iterator
 from pathlib import Path
@@ -145,10 +146,15 @@ class PPDProcessor:
             if geo is not None:                       # the official metric chain: MoGe-2 scale and camera
                 cloud = tasks.official_metric_cloud(depth[0], payload["original"][0], geo,
                                                     outlier_filter=self.args.outlier_filter)
-            else:
-                cloud, _, _ = tasks.depth_to_cloud(depth[0], "ppd", near=self.args.near, far=self.args.far,
-                                                   fov_deg=self.args.fov,
-                                                   colors=payload["image"][0].permute(1, 2, 0))
+            else:                                     # pixels mapped behind the camera are dropped, as in the nodes
+                cloud, metric, _ = tasks.depth_to_cloud(depth[0], "ppd", near=self.args.near, far=self.args.far,
+                                                        fov_deg=self.args.fov, drop_invalid=True,
+                                                        colors=payload["image"][0].permute(1, 2, 0))
+                dropped = int(torch.isnan(metric).sum())
+                if dropped:
+                    print(f"warning: {paths['ply'].name}: {dropped:,} of {metric.numel():,} pixels left out: their "
+                          "depth maps to <= 0 or infinity with --near/--far (raise --near or lower --far to keep "
+                          "them)", file=sys.stderr)
         overwrite = self.args.overwrite
         at_input: dict[str, str | os.PathLike] = {k: paths[k] for k in ("png16", "color") if k not in keep}
         if at_input:
