@@ -1,0 +1,33 @@
+// Shows the text a PPD node sends as `ui.text` (model info, processed size, saved files) in a
+// read-only box under the node. ComfyUI's frontend only hands `ui` to `node.onExecuted`; it draws
+// no text itself. The box is left out of saved workflows and of the prompt.
+import { app } from "../../scripts/app.js";
+import { ComfyWidgets } from "../../scripts/widgets.js";
+
+const WIDGET = "ppd_text";
+
+function showText(node, lines) {
+  let widget = node.widgets?.find((w) => w.name === WIDGET);
+  if (!widget) {
+    widget = ComfyWidgets.STRING(node, WIDGET, ["STRING", { multiline: true }], app).widget;
+    widget.element.readOnly = true;
+    widget.serialize = false;          // not in the workflow's widgets_values
+    widget.options.serialize = false;  // not sent as an input in the prompt
+  }
+  widget.value = lines.join("\n");
+  const [w, h] = node.computeSize();
+  node.setSize([Math.max(node.size[0], w), Math.max(node.size[1], h)]);
+  app.graph.setDirtyCanvas(true, true);
+}
+
+app.registerExtension({
+  name: "comfyui_ppd.text",
+  beforeRegisterNodeDef(nodeType, nodeData) {
+    if (!nodeData.name.startsWith("PPD_")) return;
+    const onExecuted = nodeType.prototype.onExecuted;
+    nodeType.prototype.onExecuted = function (message) {
+      onExecuted?.apply(this, arguments);
+      if (Array.isArray(message?.text) && message.text.length) showText(this, message.text);
+    };
+  },
+});
