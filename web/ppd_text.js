@@ -5,6 +5,26 @@ import { app } from "../../scripts/app.js";
 import { ComfyWidgets } from "../../scripts/widgets.js";
 
 const WIDGET = "ppd_text";
+const MAX_HEIGHT = 240; // px; longer text scrolls
+
+// The widget's height in px: the text's wrapped height once the box is on the page (else ~15 px a
+// line) plus the DOM widget's margins.
+function textHeight(widget) {
+  const el = widget.element;
+  const old = el.style.height;
+  el.style.height = "0px";
+  const measured = el.scrollHeight;
+  el.style.height = old;
+  const estimate = widget.value.split("\n").length * 15 + 6;
+  return Math.min(Math.max(measured || estimate, 24) + 4 + 2 * widget.margin, MAX_HEIGHT);
+}
+
+function fit(node, widget) {
+  widget.ppdHeight = textHeight(widget);
+  const [w, h] = node.computeSize();
+  node.setSize([Math.max(node.size[0], w), Math.max(node.size[1], h)]);
+  app.graph.setDirtyCanvas(true, true);
+}
 
 function showText(node, lines) {
   let widget = node.widgets?.find((w) => w.name === WIDGET);
@@ -13,11 +33,12 @@ function showText(node, lines) {
     widget.element.readOnly = true;
     widget.serialize = false;          // not in the workflow's widgets_values
     widget.options.serialize = false;  // not sent as an input in the prompt
+    widget.options.getMinHeight = () => widget.ppdHeight;
+    widget.options.getMaxHeight = () => widget.ppdHeight;
   }
   widget.value = lines.join("\n");
-  const [w, h] = node.computeSize();
-  node.setSize([Math.max(node.size[0], w), Math.max(node.size[1], h)]);
-  app.graph.setDirtyCanvas(true, true);
+  fit(node, widget);
+  requestAnimationFrame(() => fit(node, widget)); // again once the box is laid out at its width
 }
 
 app.registerExtension({
