@@ -31,6 +31,7 @@ function showText(node, lines) {
   if (!widget) {
     widget = ComfyWidgets.STRING(node, WIDGET, ["STRING", { multiline: true }], app).widget;
     widget.element.readOnly = true;
+    widget.element.style.lineHeight = "1.3"; // room for underscores in file names
     widget.serialize = false;          // not in the workflow's widgets_values
     widget.options.serialize = false;  // not sent as an input in the prompt
     widget.options.getMinHeight = () => widget.ppdHeight;
