@@ -7,4 +7,7 @@ ComfyUI imports this folder as a package; the nodes reach the engine with relati
 if __package__:  # ComfyUI imports this folder as a package; pytest may import this file bare
     from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+# The frontend extension in web/ shows each PPD node's `ui.text` under the node.
+WEB_DIRECTORY = "./web"
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]
