@@ -57,6 +57,9 @@ CAMERA = (1e-6, 0.0)
 # Units on designed maps (values up to ~9): 2 float32 ulp at 8 (README post.*: 2e-6).
 POST = (2e-6, 0.0)
 EXACT = (0.0, 0.0)
+# View-plane uv grids (values in [-1, 1]) come from linspace/arithmetic whose vector kernels round differently
+#   by CPU capability (ATEN_CPU_CAPABILITY=default gave 1 ulp): 2 float32 ulp at 1 = 2.4e-7.
+UV = (2.4e-7, 0.0)
 # float64 depth2pcd / written points: same float64 ops on the same float32 inputs: rtol 1e-6 (README).
 PCD = (0.0, 1e-6)
 # Alignment on clean data: RANSAC with all inliers = least squares on all, which ours reproduces; float32
@@ -187,8 +190,10 @@ def model_tolerance(quantity: str) -> tuple:
         return CAMERA
     if base in ("fwd.points", "fwd.mask", "fwd.metric_scale", "scale_raw", "metric_scale", "rfs.points_lr"):
         return FWD
-    if base in ("mask", "rfs.mask_lr", "rfs.uv_lr"):
+    if base in ("mask", "rfs.mask_lr"):
         return EXACT
+    if base == "rfs.uv_lr":
+        return UV
     assert base in ("backbone_input", "encoder_features", "neck_in", "neck_out", "points_raw", "normal_raw",
                     "mask_raw") or base.startswith("layer"), quantity
     return TRUNK
@@ -300,7 +305,7 @@ def test_recover_focal_shift(tensors, manifest, case):
     if f"rfs.{case}.points_lr" in u:
         pts_lr, uv_lr, mask_lr = solver_samples(pts, mask)
         check("points_lr", pts_lr, u[f"rfs.{case}.points_lr"], EXACT)   # nearest sampling copies values
-        check("uv_lr", uv_lr, u[f"rfs.{case}.uv_lr"], EXACT)
+        check("uv_lr", uv_lr, u[f"rfs.{case}.uv_lr"], UV)
         check("mask_lr", mask_lr, u[f"rfs.{case}.mask_lr"], EXACT)
 
 

@@ -23,6 +23,7 @@ import json
 
 import pytest
 import torch
+from tolerances import resize_tol
 
 from comfyui_ppd import load_dit, load_semantic_encoder
 from comfyui_ppd.align import fit_scale_shift_f32
@@ -168,7 +169,8 @@ def test_pi3_semantics(pi3, fx, case):
     assert err(patches, f[f"{case}.encoder_patch_tokens"]) < PI3_TOL
     assert err(semantics, f[f"{case}.semantics"]) < PI3_TOL
     if case == "a":
-        assert err(x, f["a.encoder_input"]) < UNIT_TOL
+        # a resized, normalised image (values to ~2.6): resize kernels differ by CPU capability (tolerances.py)
+        assert err(x, f["a.encoder_input"]) < resize_tol(f["a.encoder_input"])
 
 
 def test_pi3_decoder_layers(pi3, fx):
