@@ -195,10 +195,12 @@ def test_progress_bar_update_raises_after_an_interrupt():
 @needs_fakes
 def test_throw_without_interrupt_is_silent_and_interrupt_can_be_cleared():
     import comfy.model_management as mm
-    mm.throw_exception_if_processing_interrupted()
+    mm.throw_exception_if_processing_interrupted()              # no interrupt: returns quietly
     mm.interrupt_current_processing()
+    assert mm.processing_interrupted()
     mm.interrupt_current_processing(False)
-    mm.throw_exception_if_processing_interrupted()
+    assert not mm.processing_interrupted()
+    mm.throw_exception_if_processing_interrupted()              # cleared: quiet again
 
 
 class _RecordingModule(torch.nn.Module):
