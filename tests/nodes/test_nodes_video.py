@@ -1,0 +1,138 @@
+"""The video nodes (Load PPD Video Model, PPD Video Depth, PPD Flicker Metric) on tiny random PPVD checkpoints."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+
+from pack_nodes import node
+from tiny_models import tiny_dit_state_dict
+from tiny_ppvd import write_tiny_ppvd
+
+FAST = {"process_width": 32, "process_height": 32}       # the smallest size the video DiT takes
+
+
+@pytest.fixture()
+def video_model(pack, comfy_env):
+    write_tiny_ppvd(Path(comfy_env.folder_paths.get_folder_paths("ppd")[-1]))
+    model, = node(pack, "PPD_LoadVideoModel").load("ppvd.pth", "pi3.safetensors", "auto")
+    return model
+
+
+def frames(n: int, h: int = 20, w: int = 28, seed: int = 0) -> torch.Tensor:
+    return torch.rand((n, h, w, 3), generator=torch.Generator().manual_seed(seed))
+
+
+def run(pack, model, images, steps: int = 2, seed: int = 0, **sizes):
+    out = node(pack, "PPD_VideoDepth").predict(model, images, steps, seed, **{**FAST, **sizes})
+    return out["ui"], out["result"]
+
+
+def test_loader_wraps_the_model_for_the_memory_manager(video_model):
+    container = video_model.patcher.model
+    assert type(container).__name__ == "PPVDModel"                  # what ComfyUI's log names
+    assert container.dit is video_model.pipeline.dit and container.encoder is video_model.pipeline.encoder
+
+
+def test_loaders_refuse_each_others_files(pack, comfy_env, video_model):
+    folder = comfy_env.folder_paths.get_folder_paths("ppd")[-1]
+    torch.save(tiny_dit_state_dict(), f"{folder}/image_dit.pth")
+    with pytest.raises(ValueError, match="image model \\(PPD\\); use the image nodes"):
+        node(pack, "PPD_LoadVideoModel").load("image_dit.pth", "pi3.safetensors", "auto")
+    with pytest.raises(ValueError, match="video model \\(PPVD\\); use the video nodes"):
+        node(pack, "PPD_LoadModel").load("ppvd.pth", "depth_anything_v2_vitl.pth", "auto")
+    with pytest.raises(ValueError, match="Pi3 is the semantic encoder of the video model"):
+        node(pack, "PPD_LoadModel").load("ppd.pth", "pi3.safetensors", "auto")
+    Path(folder, "pi3.safetensors").unlink()                               # Pi3 missing: where to get it
+    with pytest.raises(ValueError, match="download https://huggingface.co/yyfz233/Pi3/resolve/main/model.safetensors"):
+        node(pack, "PPD_LoadVideoModel").load("ppvd.pth", "pi3.safetensors", "auto")
+    Path(folder, "ppvd.pth").unlink()                                      # both missing: both named at once
+    with pytest.raises(ValueError, match="(?s)2 missing.*ppvd.pth.*Google Drive.*pi3.safetensors"):
+        node(pack, "PPD_LoadVideoModel").load("ppvd.pth", "pi3.safetensors", "auto")
+
+
+def test_outputs_match_the_image_sampler_and_the_pipeline(pack, comfy_env, video_model):
+    images = frames(3)
+    ui, (packet, depth_image, summary, per_frame) = run(pack, video_model, images, seed=5)
+    image_packet_keys = {"depth", "spread", "image", "input_size", "kind"}   # nodes/depth.py's PPD_DEPTH
+    assert set(packet) == image_packet_keys and packet["kind"] == "ppd" and packet["input_size"] == (20, 28)
+    assert packet["depth"].shape == (3, 1, 20, 28) and packet["image"].shape == (3, 3, 20, 28)
+    pipe = video_model.at_size(32, 32)
+    noise = torch.randn((16, 1, 32, 32), generator=torch.Generator().manual_seed(5))
+    assert torch.equal(packet["depth"], pipe(images.movedim(-1, 1), steps=2, noise=noise))
+    # near = white over the whole clip: one range, so only the clip's extremes reach 0 and 1
+    grey = depth_image[..., 0]
+    assert depth_image.shape == (3, 20, 28, 3) and float(grey.min()) == 0.0 and float(grey.max()) == 1.0
+    d = packet["depth"][:, 0]
+    assert torch.equal(grey.flatten().argmin(), d.flatten().argmax())      # the farthest pixel is black
+    assert "3 frames 28x20, 1 window(s)" in summary and ui["text"] == [summary]
+    assert len(per_frame.splitlines()) == 4                                 # header + one line per frame
+    render, _ = node(pack, "PPD_DepthRender").render(packet, "colormap", "spectral", "whole batch", "input")
+    assert render.shape == (3, 20, 28, 3)
+    metric = node(pack, "PPD_FlickerMetric").measure(packet)["result"]
+    assert metric[0] in summary and metric[1] == per_frame
+
+
+def test_progress_per_window_and_step_and_cancel_between_steps(pack, comfy_env, video_model, monkeypatch):
+    seen = []
+    real = comfy_env.ProgressBar.update_absolute
+
+    def update(self, value, total=None, preview=None):
+        seen.append((value, total))
+        if value == 3:
+            comfy_env.mm.interrupt_current_processing(True)                # Cancel during window 2
+        return real(self, value, total, preview)
+
+    monkeypatch.setattr(comfy_env.ProgressBar, "update_absolute", update)
+    try:
+        with pytest.raises(comfy_env.InterruptProcessingException):
+            run(pack, video_model, frames(20), steps=2)                     # 2 windows x 2 evaluations
+    finally:
+        comfy_env.mm.interrupt_current_processing(False)
+    assert seen == [(1, 4), (2, 4), (3, 4)]                                 # stopped before the 4th step
+
+
+@pytest.mark.parametrize("images, match", [
+    (torch.zeros(0, 20, 28, 3), "no frames"),
+    ([frames(2), frames(1, 24, 28)], "one size"),
+    (frames(2, 20, 28)[..., :2], "2 channels"),
+])
+def test_bad_frames(pack, video_model, images, match):
+    with pytest.raises(ValueError, match=match):
+        run(pack, video_model, images)
+
+
+def test_a_list_of_same_size_batches_is_one_clip(pack, video_model):
+    _, (packet, *_) = run(pack, video_model, [frames(2), frames(1, seed=1)])
+    assert packet["depth"].shape == (3, 1, 20, 28)
+
+
+def test_long_clip_on_cpu_warns_with_an_estimate(pack, comfy_env, video_model, monkeypatch, caplog):
+    pack_tasks = pack.comfyui_ppd.tasks                       # the pack's own engine copy, as the node uses it
+    monkeypatch.setattr(pack_tasks, "video_seconds", lambda pipe, n, steps=4: 7200.0)
+    with caplog.at_level(logging.WARNING, logger="comfyui_ppd"):
+        ui, (_, _, summary, _) = run(pack, video_model, frames(2))
+    assert "will take roughly 2.0 h" in summary and "2.0 h" in caplog.text
+    assert summary.splitlines()[0] in ui["text"][0]
+
+
+def test_time_estimate_is_flop_over_measured_rate(pack, video_model, monkeypatch):
+    """video_seconds = windows x window FLOP / the measured matmul rate (1-16 frames: 1 window; 17-29: 2)."""
+    tasks = pack.comfyui_ppd.tasks
+    from comfyui_ppd.families.ppvd.flops import window_flop
+    pipe = video_model.at_size(32, 64)
+    assert tasks.matmul_rate(pipe.device) > 0
+    monkeypatch.setattr(tasks, "matmul_rate", lambda device: 1e9)
+    flop = window_flop(pipe.dit.config, pipe.encoder.config, 32, 64, 4)
+    assert tasks.video_seconds(pipe, 16) == flop / 1e9 and tasks.video_seconds(pipe, 29) == 2 * flop / 1e9
+    assert tasks.long_video_warning(pipe, 2, limit_s=1e9) is None
+
+
+def test_flicker_metric_on_one_frame_and_bad_input(pack):
+    one = {"depth": torch.rand(1, 1, 8, 8), "spread": None, "image": None, "input_size": (8, 8), "kind": "ppd"}
+    summary, table, change, jump = node(pack, "PPD_FlickerMetric").measure(one)["result"]
+    assert "one frame" in summary and table == "" and change != change and jump != jump
+    with pytest.raises(ValueError, match="PPD_DEPTH"):
+        node(pack, "PPD_FlickerMetric").measure("depth")
