@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT))
 from PIL import Image  # noqa: E402
 
 from comfyui_ppd.imaging import render_depth  # noqa: E402
-from tests.scenes import room_view, to_ppd  # noqa: E402
+from tests.support.scenes import room_view, to_ppd  # noqa: E402
 
 SIZE = 400                                                          # the registry's largest square icon
 
