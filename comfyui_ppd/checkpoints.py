@@ -9,7 +9,7 @@ import json
 import pickle
 import re
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from pathlib import Path
 
 import torch
@@ -17,7 +17,7 @@ from safetensors.torch import safe_open
 from torch import Tensor, nn
 
 from .errors import CheckpointError
-from .filecheck import check_model_file, loader_reason, redownload_hint
+from .filecheck import check_model_file, loader_reason, read_safetensors_header, redownload_hint
 
 Source = str | Path | Mapping
 DOWNLOAD_HINT = ("Download the official files with `python -m comfyui_ppd download` or see the model "
@@ -25,10 +25,13 @@ DOWNLOAD_HINT = ("Download the official files with `python -m comfyui_ppd downlo
 
 
 class Checkpoint:
-    """A loaded state dict (CPU tensors), its metadata and a label for messages."""
+    """A loaded state dict (CPU tensors), its metadata and a label for messages.
 
-    def __init__(self, tensors: dict[str, Tensor], metadata: dict, label: str) -> None:
-        self.tensors, self.metadata, self.label = tensors, metadata, label
+    From `read_header`, a .safetensors file's tensors are `meta` placeholders (names, shapes, dtypes) and `path`
+    is set: `read_tensors` reads the data of the ones a model needs."""
+
+    def __init__(self, tensors: dict[str, Tensor], metadata: dict, label: str, path: Path | None = None) -> None:
+        self.tensors, self.metadata, self.label, self.path = tensors, metadata, label, path
 
 
 def read_checkpoint(source: Source) -> Checkpoint:
@@ -43,17 +46,70 @@ def read_checkpoint(source: Source) -> Checkpoint:
     return _read_torch(path)
 
 
-def _read_safetensors(path: Path) -> Checkpoint:
+def read_header(source: Source) -> Checkpoint:
+    """As `read_checkpoint`, but a .safetensors file is read from its header alone: `meta` tensors, no data.
+
+    Loaders check names and shapes on these, so a file that claims the wrong shapes is never read whole."""
+    path = Path(source).expanduser() if not isinstance(source, Mapping) else None
+    if path is None or not path.exists() or check_model_file(path) != "safetensors":
+        return read_checkpoint(source)
+    try:
+        header = read_safetensors_header(path)
+        metadata = header.pop("__metadata__", None) or {}
+        tensors = {k: torch.empty(v["shape"], dtype=_DTYPES[v["dtype"]], device="meta") for k, v in header.items()}
+        metadata = {str(k): str(v) for k, v in dict(metadata).items()}
+    except Exception as e:  # noqa: BLE001 - a header safetensors itself would refuse: one clear sentence
+        raise CheckpointError(path, "a readable safetensors file", f"a damaged header ({loader_reason(e)})",
+                              "The download is probably corrupted. " + redownload_hint(path)) from None
+    ckpt = _unwrap(tensors, _parsed(metadata, path), str(path))
+    ckpt.path = path
+    return ckpt
+
+
+def read_tensors(ckpt: Checkpoint, wanted: Collection[Tensor]) -> Checkpoint:
+    """The checkpoint with real data for the `meta` placeholders in `wanted` (the others are left out)."""
+    if ckpt.path is None:
+        return ckpt
+    ids = {id(t) for t in wanted}
+    keys = [k for k, v in ckpt.tensors.items() if id(v) in ids]
+    return Checkpoint(_read_safetensors(ckpt.path, keys).tensors, ckpt.metadata, ckpt.label)
+
+
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+           "BOOL": torch.bool, "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
+
+
+def _read_safetensors(path: Path, keys: Iterable[str] | None = None) -> Checkpoint:
+    """Every tensor of the file, or only `keys`."""
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in (f.keys() if keys is None else keys)}
     except Exception as e:  # noqa: BLE001 - whatever safetensors raises, the user gets one clear sentence
         raise CheckpointError(path, "a readable safetensors file", f"a damaged file ({loader_reason(e)})",
                               "The download is probably truncated or corrupted. " + redownload_hint(path)) from None
-    if "model_config" in metadata:
-        metadata["model_config"] = json.loads(metadata["model_config"])
-    return _unwrap(tensors, metadata, str(path))
+    return _unwrap(tensors, _parsed(metadata, path), str(path))
+
+
+def _parsed(metadata: dict, path: Path) -> dict:
+    """The metadata with MoGe's `model_config` parsed; text that is not a JSON object is a CheckpointError."""
+    if "model_config" not in metadata:
+        return metadata
+    fix = ("The file's metadata is damaged (or was edited by hand); convert the original model again with "
+           "`python -m comfyui_ppd convert`, or: " + redownload_hint(path))
+    try:
+        config = json.loads(metadata["model_config"])
+    except RecursionError:
+        raise CheckpointError(path, "`model_config` metadata as a JSON object", "JSON nested too deeply to read",
+                              fix) from None
+    except ValueError as e:
+        raise CheckpointError(path, "`model_config` metadata as a JSON object", f"text that is not JSON ({e})",
+                              fix) from None
+    if not isinstance(config, dict):
+        raise CheckpointError(path, "`model_config` metadata as a JSON object", f"a JSON {type(config).__name__}",
+                              fix)
+    return {**metadata, "model_config": config}
 
 
 def _read_torch(path: Path) -> Checkpoint:
@@ -112,9 +168,8 @@ def count_blocks(tensors: Mapping[str, Tensor], prefix: str = "blocks.") -> int:
 
 
 # --- strict loading ----------------------------------------------------------------------------
-def load_strict(module: nn.Module, sd: Mapping[str, Tensor], label: str, what: str,
-                device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> nn.Module:
-    """Load every tensor of the part we build (nothing missing, nothing extra, shapes equal); then move."""
+def check_strict(module: nn.Module, sd: Mapping[str, Tensor], label: str, what: str) -> None:
+    """Nothing missing, nothing extra, shapes equal (works on `meta` tensors: no data is needed)."""
     expected = module.state_dict()
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
@@ -126,6 +181,12 @@ def load_strict(module: nn.Module, sd: Mapping[str, Tensor], label: str, what: s
                  if (n := len(items))]
         raise CheckpointError(label, what, "; ".join(parts),
                               "The file is incomplete or belongs to another model version; download it again.")
+
+
+def load_strict(module: nn.Module, sd: Mapping[str, Tensor], label: str, what: str,
+                device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> nn.Module:
+    """Load every tensor of the part we build (checked by `check_strict`); then move."""
+    check_strict(module, sd, label, what)
     if sd and next(iter(sd.values())).device.type == "meta":
         cast = {k: v.to(dtype=dtype) if v.is_floating_point() else v for k, v in sd.items()}
     else:

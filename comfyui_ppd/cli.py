@@ -13,7 +13,7 @@ from .batch.inputs import Item
 from .batch.runner import Summary
 from .checkpoints import load_strict, read_checkpoint
 from .errors import CheckpointError, InputError, PPDError
-from .io.files import atomic_write
+from .io.files import atomic_write, check_writable
 from .progress import ConsoleProgress
 
 
@@ -36,7 +36,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise InputError("--metric and --normals run MoGe-2 beside PPD, which the Ray job does not do yet; drop "
                          "--ray (the sequential run batches and prefetches too) or drop --metric/--normals.")
     out_dir = Path(args.out)
-    items = inputs.expand_inputs(args.images, exclude=out_dir)
+    items, refused = inputs.split_outside(inputs.expand_inputs(args.images, exclude=out_dir), out_dir)
     videos = [it for it in items if it.kind == "video"]
     if args.download:
         download.download_official(files_to_download(args, bool(videos)), catalogue.models_dirs(args.models_dir)[0])
@@ -48,6 +48,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     except OSError as e:                  # an existing file of that name, no permission, a read-only disk
         raise InputError(f"cannot use {out_dir} as the output folder ({e.strerror or e}); choose another "
                          "--out.") from e
+    check_writable(out_dir)              # a read-only --out is said once, before any model loads
     summary = Summary()
     if frame_items:
         summary = predict_images(args, frame_items, use_ray)
@@ -56,11 +57,19 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if video_model is not None:
         summary.notes.append(f"videos: the video model ({video_model[0].name} + {video_model[1].name})")
     elif videos:
-        summary.notes.append("videos: the image model per frame (the video model, ppvd.pth + pi3.safetensors, "
-                             "was not found)")
+        chosen = " ".join(f"--{flag} {name}" for flag, name in (("model", args.model), ("encoder", args.encoder))
+                          if name)
+        if chosen:                        # find_video_model gives None only because an image model was named
+            summary.notes.append(f"videos: the image model per frame ({chosen} chose the image model; "
+                                 "--model ppvd.pth runs the video model)")
+        else:
+            summary.notes.append("videos: the image model per frame (the video model, ppvd.pth + pi3.safetensors, "
+                                 "was not found)")
         if args.flicker:
-            summary.notes.append("--flicker: not computed, it needs the video model (put ppvd.pth and "
-                                 "pi3.safetensors in the models folder; see README, Models)")
+            get = ("drop " + chosen + " or pass --model ppvd.pth" if chosen else
+                   "put ppvd.pth and pi3.safetensors in the models folder; see README, Models")
+            summary.notes.append(f"--flicker: not computed, it needs the video model ({get})")
+    summary.add(Summary(total=len(refused), failed=refused))
     print(summary.format())
     return 0 if summary.ok else 1
 
@@ -150,18 +159,19 @@ def predict_images(args: argparse.Namespace, items: list[Item], use_ray: bool) -
         raise missing[0]
     if missing or dit_path is None or enc_path is None:
         raise PPDError(f"{len(missing)} model files are missing:\n" + "\n".join(f"  {e}" for e in missing))
+    device = args.device if args.device != "auto" else None
+    processor = (PPDProcessor(args, dit_path, enc_path, device or "cpu") if use_ray
+                 else PPDProcessor(args, dit_path, enc_path, str(runtime.pick_device(args.device)), geo_path))
+    processor.remove_stale_temps(items)           # temp files a killed run left for these outputs
     if use_ray:
         from .batch import distributed
-        device = args.device if args.device != "auto" else None
-        return distributed.run_ray(items, PPDProcessor(args, dit_path, enc_path, device or "cpu"),
-                                   address=args.ray_address, workers=args.ray_workers,
+        return distributed.run_ray(items, processor, address=args.ray_address, workers=args.ray_workers,
                                    batch_size=args.batch_size, overwrite=args.overwrite,
                                    gpu=device is None or device.startswith("cuda"),
                                    progress=ConsoleProgress("predict --ray", args.progress))
     from .batch.runner import run_sequential
     # The models load on the first batch (a resumed run with nothing left loads none); one that cannot load
     # stops the run there, before any file is written (exit 2).
-    processor = PPDProcessor(args, dit_path, enc_path, str(runtime.pick_device(args.device)), geo_path)
     return run_sequential(items, processor, overwrite=args.overwrite, batch_size=args.batch_size,
                           workers=args.workers, progress=ConsoleProgress("predict", args.progress))
 

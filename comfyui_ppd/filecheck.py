@@ -17,6 +17,10 @@ from .catalogue import OFFICIAL_FILES, OFFICIAL_REPO
 from .errors import CheckpointError
 
 HEAD_BYTES = 4096
+# Real headers are small (the largest, pi3.safetensors: 1,210 tensors, ~130 KB): bounds far above them refuse a
+# hostile header (60 MB, a million tensors) before it is parsed or walked.
+MAX_HEADER_BYTES = 8 * 2 ** 20
+MAX_TENSORS = 20_000
 MODEL_SUFFIXES = (".safetensors", ".sft", ".pth", ".pt", ".ckpt", ".bin")
 _HTML_START = re.compile(rb"\s*(<!doctype\s+html|<html|<head|<body|<!--|<meta|<title|<script)", re.IGNORECASE)
 _GDRIVE = re.compile(rb"google\s*drive|drive\.google\.com|drive\.usercontent\.google\.com|googleusercontent",
@@ -102,11 +106,23 @@ def _safetensors(path: Path, size: int, head: bytes) -> tuple[str, str] | None:
         found = (f"a safetensors file with a broken header: it announces a {n:,}-byte header but the file "
                  f"has {size:,} bytes")
         return found, fix
+    if n > MAX_HEADER_BYTES:
+        found = (f"a safetensors file with a {n:,}-byte header, beyond the {MAX_HEADER_BYTES:,} bytes this pack "
+                 "reads (real model files have headers under 1 MB)")
+        return found, "The file is damaged or not a model. " + redownload_hint(path)
     with open(path, "rb") as f:
         f.seek(8)
         raw = f.read(n)
     try:
-        header = json.loads(raw)
+        header = parse_header(raw)
+    except (ValueError, RecursionError):
+        return "a safetensors file with a broken header (not valid JSON)", fix
+    count = len(header) - ("__metadata__" in header)
+    if count > MAX_TENSORS:
+        found = (f"a safetensors file of {count:,} tensors, beyond the {MAX_TENSORS:,} this pack reads "
+                 "(real model files have a few thousand at most)")
+        return found, "The file is damaged or not a model. " + redownload_hint(path)
+    try:
         ends = [int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"]
     except (ValueError, TypeError, KeyError, IndexError, AttributeError):
         return "a safetensors file with a broken header (not valid JSON)", fix
@@ -114,6 +130,21 @@ def _safetensors(path: Path, size: int, head: bytes) -> tuple[str, str] | None:
     if size < need:
         return (f"a truncated safetensors file: {size:,} of the {need:,} bytes its header describes", fix)
     return None
+
+
+def parse_header(raw: bytes) -> dict:
+    """A safetensors JSON header as a dict (ValueError or RecursionError when it is not a JSON object)."""
+    header = json.loads(raw)
+    if not isinstance(header, dict):
+        raise ValueError("the header is not a JSON object")
+    return header
+
+
+def read_safetensors_header(path: Path) -> dict:
+    """The JSON header of a safetensors file that `check_model_file` accepted (every entry, __metadata__ too)."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        return parse_header(f.read(n))
 
 
 def inspect_model_file(path: Path) -> tuple[str | None, str, str]:

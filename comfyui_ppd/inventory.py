@@ -7,7 +7,6 @@ per (path, mtime, size), so a dropdown refresh re-reads only new or changed file
 """
 from __future__ import annotations
 
-import json
 import os
 import struct
 import zipfile
@@ -18,8 +17,7 @@ from pathlib import Path
 import torch
 
 from . import catalogue, registry
-
-MAX_HEADER = 100_000_000  # bytes; a larger safetensors header is a broken file
+from .filecheck import MAX_HEADER_BYTES, MAX_TENSORS, parse_header
 
 
 @dataclass(frozen=True)
@@ -40,10 +38,12 @@ _CACHE: dict[tuple[str, int, int], FileKind] = {}
 def _safetensors_header(path: Path) -> tuple[list[str], dict]:
     with open(path, "rb") as f:
         (n,) = struct.unpack("<Q", f.read(8))
-        if not 0 < n <= MAX_HEADER:
+        if not 0 < n <= MAX_HEADER_BYTES:        # refused from the length alone: no 60 MB parse per file
             raise ValueError("bad header length")
-        header = json.loads(f.read(n))
+        header = parse_header(f.read(n))
     meta = header.pop("__metadata__", None) or {}
+    if len(header) > MAX_TENSORS:
+        raise ValueError("more tensors than any model")
     return list(header), dict(meta)
 
 

@@ -8,13 +8,25 @@ video DiT given to the image loader says to use the video nodes). Built-in famil
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from .checkpoints import DOWNLOAD_HINT, Checkpoint, Source, describe, load_strict, prefixes_of, read_checkpoint
-from .errors import CheckpointError
+from .checkpoints import (
+    DOWNLOAD_HINT,
+    Checkpoint,
+    Source,
+    check_strict,
+    describe,
+    load_strict,
+    prefixes_of,
+    read_header,
+    read_tensors,
+)
+from .errors import CheckpointError, PPDError
+from .filecheck import loader_reason, redownload_hint
 
 
 class Family:
@@ -110,16 +122,38 @@ def resolve(ckpt: Checkpoint, accept: Sequence[str], expected: str, fix: str) ->
 
 def load(source: Source, accept: Sequence[str], expected: str, fix: str, *, device: torch.device | str = "cpu",
          dtype: torch.dtype = torch.float32, **options: Any) -> nn.Module:
-    """Read `source`, pick its family among `accept`, build the architecture from shapes, load strictly."""
-    ckpt = read_checkpoint(source)
+    """Read `source`, pick its family among `accept`, build the architecture from shapes, load strictly.
+
+    Names and shapes are checked on the file's header (a .safetensors file) before any tensor is read, and then
+    only the tensors the model uses are read."""
+    ckpt = read_header(source)
     family = resolve(ckpt, accept, expected, fix)
-    sd = family.part(ckpt)
-    config = family.config_from(sd, ckpt, **options)
+    what = f"a complete {family.title.removeprefix('the ')}"
+    sd, config = _part_and_config(family, ckpt, options)
     with torch.device("meta"):
         module = family.build(config)
-    module = load_strict(module, sd, ckpt.label, f"a complete {family.title.removeprefix('the ')}", device, dtype)
+    check_strict(module, sd, ckpt.label, what)
+    if ckpt.path is not None:
+        ckpt = read_tensors(ckpt, sd.values())
+        sd = family.part(ckpt)
+    module = load_strict(module, sd, ckpt.label, what, device, dtype)
     family.after_load(module, ckpt, source)
     return module
+
+
+def _part_and_config(family: Family, ckpt: Checkpoint, options: dict) -> tuple[dict[str, Tensor], Any]:
+    """The family's tensors and architecture; metadata or tensors of the wrong types are a CheckpointError that
+    names the file (not an AttributeError from deep inside a config reader)."""
+    try:
+        sd = family.part(ckpt)
+        return sd, family.config_from(sd, ckpt, **options)
+    except PPDError:
+        raise
+    except (TypeError, AttributeError, KeyError, IndexError, ValueError, RecursionError) as e:
+        what = "model_config metadata or tensors" if "model_config" in ckpt.metadata else "tensors"
+        hint = redownload_hint(Path(ckpt.label)) if Path(ckpt.label).is_file() else ""
+        raise CheckpointError(ckpt.label, family.title, f"{what} it cannot read ({loader_reason(e).rstrip('.')})",
+                              f"The file is damaged or from another version of the model. {hint}".strip()) from None
 
 
 def single_prefix(ckpt: Checkpoint, anchor: str, what: str, expected: str, fix: str,

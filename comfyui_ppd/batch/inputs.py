@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import os
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -20,6 +21,7 @@ from ..io import video
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"})  # what Pillow reads
 VIDEO_SUFFIXES = frozenset(video.VIDEO_SUFFIXES)                                         # decoded with PyAV
 LIST_SUFFIXES = frozenset({".txt", ".lst"})
+NAME_MAX = 255                                          # bytes per file or folder name (ext4, APFS; NTFS: 255 chars)
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,20 @@ def _expand_one(arg: str, exclude: Path | None, relative_to: Path | None = None,
                 nested: bool = False) -> list[tuple[Path, PurePosixPath]]:
     """(path, stem) pairs for one argument; `relative_to` is the folder of the list file it came from."""
     text = arg[1:] if arg.startswith("@") else arg
+    for part in Path(text).parts:
+        if (size := len(os.fsencode(part))) > NAME_MAX:
+            raise InputError(f"the name {part[:40]}... is {size} bytes long, but file systems allow at most "
+                             f"{NAME_MAX} bytes per file or folder name; check the path (a line break lost, "
+                             "two names run together?).")
     path = Path(text) if relative_to is None or Path(text).is_absolute() else relative_to / text
+    try:
+        return _expand_path(arg, text, path, exclude, relative_to, nested)
+    except OSError as e:                    # permission denied, a symlink loop: a message, not a traceback
+        raise InputError(f"cannot read the input {path}: {e.strerror or e}") from e
+
+
+def _expand_path(arg: str, text: str, path: Path, exclude: Path | None, relative_to: Path | None,
+                 nested: bool) -> list[tuple[Path, PurePosixPath]]:
     if arg.startswith("@") or (path.suffix.lower() in LIST_SUFFIXES and path.is_file()):
         if nested:
             raise InputError(f"list files cannot name other list files: {arg}")
@@ -116,18 +131,44 @@ def _inside(path: Path, folder: Path | None) -> bool:
 
 
 def _stem(relative: Path) -> PurePosixPath:
-    return PurePosixPath(relative.as_posix()).with_suffix("")
+    """The output stem, `..` folded lexically (sub/../x.png -> x); one that still starts with `..` is refused by
+    `split_outside`."""
+    return PurePosixPath(posixpath.normpath(relative.as_posix())).with_suffix("")
+
+
+def split_outside(items: list[Item], out: Path) -> tuple[list[Item], dict[str, str]]:
+    """The items whose outputs stay inside `out`, and {input: reason} for those that would not (a list line or
+    pattern climbing out with `..`, a symlinked folder under `out` pointing elsewhere): refused, never written."""
+    keep, refused = [], {}
+    for item in items:
+        target = out / item.stem
+        if item.stem.is_absolute() or ".." in item.stem.parts or not _inside(target, out):
+            refused[str(item.path)] = (f"its outputs would be written outside the output folder ({target}); "
+                                       "name the file without '..' (or give it directly, not in a list)")
+        else:
+            keep.append(item)
+    return keep, refused
 
 
 def _read_list(path: Path, exclude: Path | None) -> list[tuple[Path, PurePosixPath]]:
     """A text file with one input per line (files, folders or patterns; relative to the list's folder)."""
     if not path.is_file():
         raise InputError(f"list file not found: {path}")
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")                      # a BOM (Windows Notepad) is not part of the first name
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise InputError(f"the list file {path} is not UTF-8 text (byte 0x{raw[e.start]:02x} on line {line}); save "
+                         "it with the UTF-8 encoding (in Notepad: Save As, Encoding: UTF-8).") from None
     pairs = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for number, line in enumerate(text.splitlines(), 1):
         line = line.strip()
         if line and not line.startswith("#"):
-            pairs += _expand_one(line, exclude, relative_to=path.parent, nested=True)
+            try:
+                pairs += _expand_one(line, exclude, relative_to=path.parent, nested=True)
+            except InputError as e:
+                raise InputError(f"line {number} of the list file {path}: {e}") from e
     if not pairs:
         raise InputError(f"the list file {path} names no inputs (one path per line, # for comments).")
     return pairs

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import threading
 from collections.abc import Hashable, Iterator
@@ -22,7 +23,7 @@ import torch
 from .. import imaging, runtime, tasks
 from ..errors import PPDError
 from ..families.ppd.pipeline import Prepared, validate_image
-from ..io.files import atomic_write
+from ..io.files import atomic_write, remove_stale_temps
 from ..io.images import load_image
 from ..io.meshes import write_ply
 from ..io.video import read_video
@@ -70,6 +71,9 @@ class PPDProcessor:
                                                      area=self.args.area)
                 except PPDError as e:
                     raise FatalError(str(e)) from e
+                except Exception as e:              # noqa: BLE001 - whatever else stops loading stops the run once
+                    raise FatalError(f"could not load {self.dit_path} + {self.enc_path}: "
+                                     f"{type(e).__name__}: {e}") from e
         return self._pipe
 
     @property
@@ -110,6 +114,21 @@ class PPDProcessor:
         except (OSError, ValueError, KeyError, TypeError):
             return None
         return [manifest] + [p for t in range(count) for p in self.sample_outputs(item, t).values()]
+
+    def remove_stale_temps(self, items: list[Item]) -> int:
+        """Remove the temp files a killed run left for these items' outputs (only ours: see io.files)."""
+        names: dict[Path, set[str]] = {}
+        frames: set[Path] = set()
+        for item in items:
+            if item.kind == "image":
+                for path in self.sample_outputs(item, 0).values():
+                    names.setdefault(path.parent, set()).add(path.name)
+            else:
+                frames.add(self.out / item.stem)
+        frame_name = re.compile(r"frame_\d{6}(" + "|".join(map(re.escape, SUFFIXES.values())) + ")|"
+                                + re.escape(MANIFEST))
+        return (sum(remove_stale_temps(folder, wanted) for folder, wanted in names.items())
+                + sum(remove_stale_temps(folder, frame_name.fullmatch) for folder in frames))
 
     # -- work ----------------------------------------------------------------------------------
     def load(self, item: Item) -> Iterator[tuple[int, Hashable, Any]]:

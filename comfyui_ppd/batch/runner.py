@@ -211,6 +211,8 @@ def run_sequential(items: list[Item], processor: Processor, *, overwrite: bool =
                         flush(key)
                     elif sum(map(len, pending.values())) >= 2 * batch_size:
                         flush(next(iter(pending)))            # bound memory: the oldest size goes first
+            except FatalError:                              # a batch filled inside the item: stop the run
+                raise
             except Exception as e:                          # noqa: BLE001 - a bad file fails its item only
                 tracker.fail(item, e)
                 continue
