@@ -1,29 +1,26 @@
-"""Hostile inputs, round 3 (issue 18): each test failed on the code before its fix.
+"""Hostile input to `predict`, round 3 (issue 18): each test failed on the code before its fix.
 
-Nothing is written outside --out; every model file that cannot load stops the run once with one message naming
-the file; oversized safetensors headers are refused before they are parsed; a read-only --out is named once,
-before any model loads; stale temp files of our outputs are removed; list files from other systems read or
-fail clearly; the summary does not call a chosen image model "the video model was not found".
+Nothing is written outside --out; a model file that cannot load stops the run once with one message naming
+the file; a read-only --out is named once, before any model loads; stale temp files of our outputs are removed;
+list files from other systems read or fail clearly; the summary does not call a chosen image model "the video
+model was not found".
 """
 from __future__ import annotations
 
 import errno
-import json
 import os
-import struct
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hostile_files import BAD_CONFIGS, dit_with_config
 from PIL import Image
-from safetensors.torch import save_file
 
 from batch_data import counts
-from comfyui_ppd import cli, filecheck, inventory, tasks
+from comfyui_ppd import cli, tasks
 from comfyui_ppd.cli import main
-from comfyui_ppd.errors import CheckpointError
 from tiny_models import tiny_dit_state_dict
 
 AREA, STEPS = "6144", "1"
@@ -85,19 +82,9 @@ def test_dotdot_that_stays_inside_is_normalised(models, tmp_path, capsys):
 
 
 # --- 2. a model file that cannot load: one message naming the file, exit 2, loaded once ----------------------
-NESTED = '{"a":' * 200_000 + "1" + "}" * 200_000
-BAD_CONFIGS = {"not JSON": "{encoder: [0, 1", "a JSON list": "[1, 2, 3]", "200,000 nested objects": NESTED}
-
-
-def _dit_with_config(path: Path, config: str) -> Path:
-    save_file({k: v.contiguous() for k, v in tiny_dit_state_dict().items()}, str(path),
-              metadata={"model_config": config})
-    return path
-
-
 @pytest.mark.parametrize("case", list(BAD_CONFIGS))
 def test_corrupt_model_config_stops_the_run_once_naming_the_file(models, tmp_path, capsys, monkeypatch, case):
-    dit = _dit_with_config(tmp_path / "ppd_bad.safetensors", BAD_CONFIGS[case])
+    dit = dit_with_config(tmp_path / "ppd_bad.safetensors", BAD_CONFIGS[case])
     loads = []
     real = tasks.load_pipeline
     monkeypatch.setattr(tasks, "load_pipeline", lambda *a, **k: loads.append(1) or real(*a, **k))
@@ -130,108 +117,6 @@ def test_a_model_that_cannot_load_stops_the_run_when_a_batch_fills_inside_an_ite
     assert code == 2 and captured.err.count("error:") == 1 and "ppd_wrong.pth" in captured.err, captured
     assert "wrong shape" in captured.err and "summary:" not in captured.out
     assert len(loads) == 1
-
-
-@pytest.mark.parametrize("case", list(BAD_CONFIGS))
-def test_load_node_shows_the_clean_message_for_corrupt_metadata(pack, comfy_env, case):
-    import importlib
-    folder = Path(comfy_env.folder_paths.get_folder_paths("ppd")[0])
-    path = _dit_with_config(folder / "ppd_bad.safetensors", BAD_CONFIGS[case])
-    pack_error = importlib.import_module(pack.__name__ + ".comfyui_ppd.errors").CheckpointError
-    with pytest.raises(pack_error) as info:
-        pack.NODE_CLASS_MAPPINGS["PPD_LoadModel"]().load(path.name, "depth_anything_v2_vitl.pth", "auto")
-    msg = str(info.value)
-    assert str(path) in msg and "model_config" in msg and "Error" not in msg.replace(str(path), ""), msg
-
-
-def test_wrong_typed_model_config_values_name_the_file(tmp_path):
-    """model_config {"encoder": 5}: an AttributeError deep in the config reader became a clear message."""
-    from comfyui_ppd import load_geometry_model
-    from tiny_models import tiny_moge2_full_checkpoint
-    ckpt = tiny_moge2_full_checkpoint()
-    path = tmp_path / "moge2.safetensors"
-    save_file({k: v.contiguous() for k, v in ckpt["model"].items()}, str(path),
-              metadata={"model_config": json.dumps({"encoder": 5})})
-    with pytest.raises(CheckpointError) as info:
-        load_geometry_model(path)
-    assert str(path) in str(info.value) and "model_config" in str(info.value)
-
-
-# --- 3. oversized headers refused fast; names and shapes checked before any tensor is read --------------------
-def _header_file(path: Path, header: dict, data: int = 0) -> Path:
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(raw)) + raw)
-        f.truncate(8 + len(raw) + data)
-    return path
-
-
-def _no_tensor_reads(monkeypatch):
-    import comfyui_ppd.checkpoints as checkpoints
-
-    def boom(*a, **k):
-        raise AssertionError("tensor data was read")
-    monkeypatch.setattr(checkpoints, "safe_open", boom)
-
-
-def test_header_over_the_size_bound_is_refused_before_parsing(tmp_path, monkeypatch):
-    """A header the size a million tensors take (60 MB) is refused from its length alone, in the loader and in
-    the dropdown scan (26 s and 5-9 s per file before)."""
-    n = 60_000_000
-    path = tmp_path / "ppd_huge.safetensors"
-    with open(path, "wb") as f:                       # sparse: announces a 60 MB header, a '{' and zeros
-        f.write(struct.pack("<Q", n) + b"{")
-        f.truncate(8 + n)
-    parsed = []
-    real_loads = json.loads
-    monkeypatch.setattr(json, "loads", lambda *a, **k: parsed.append(1) or real_loads(*a, **k))
-    _no_tensor_reads(monkeypatch)
-    with pytest.raises(CheckpointError) as info:
-        tasks.registry.load(path, ("ppd",), "a PPD DiT", "")
-    msg = str(info.value)
-    assert str(path) in msg and "60,000,000-byte header" in msg and f"{filecheck.MAX_HEADER_BYTES:,}" in msg, msg
-    assert inventory.file_kind(path).role is None
-    assert not parsed
-
-
-def test_too_many_tensors_are_refused_without_reading_any(tmp_path, monkeypatch):
-    """More tensor entries than any real model has (the largest, pi3.safetensors, has 1,210): refused by count,
-    in the loader and in the dropdown scan, though the keys include a real DiT's."""
-    header = {k: {"dtype": "F32", "shape": list(v.shape), "data_offsets": [0, 0]}
-              for k, v in tiny_dit_state_dict().items()}
-    header.update({f"junk.{i}": {"dtype": "F32", "shape": [0], "data_offsets": [0, 0]}
-                   for i in range(filecheck.MAX_TENSORS + 1)})
-    path = _header_file(tmp_path / "ppd_many.safetensors", header)
-    _no_tensor_reads(monkeypatch)
-    with pytest.raises(CheckpointError) as info:
-        tasks.registry.load(path, ("ppd",), "a PPD DiT", "")
-    assert f"{len(header):,} tensors" in str(info.value) and str(path) in str(info.value)
-    assert inventory.file_kind(path).role is None
-
-
-def test_names_and_shapes_are_checked_before_any_tensor_is_read(tmp_path, monkeypatch):
-    """A file claiming the DiT's keys with one huge tensor is refused from its header (it was read whole)."""
-    sd = tiny_dit_state_dict()
-    header, offset = {}, 0
-    for k, v in sd.items():
-        shape = [1_000_000, 1_000] if k == "dit.blocks.0.attn.qkv.weight" else list(v.shape)
-        size = 4 * int(np.prod(shape))
-        header[k] = {"dtype": "F32", "shape": shape, "data_offsets": [offset, offset + size]}
-        offset += size
-    path = _header_file(tmp_path / "ppd_claims.safetensors", header, data=offset)      # sparse, 4 GB
-    _no_tensor_reads(monkeypatch)
-    from comfyui_ppd import load_dit
-    with pytest.raises(CheckpointError) as info:
-        load_dit(path)
-    assert "wrong shape" in str(info.value) and "(1000000, 1000)" in str(info.value)
-
-
-def test_real_checkpoint_key_counts_are_within_the_bounds():
-    from conftest import fixture_json
-    counts_ = [len(eval(v["keys"])) if isinstance(v["keys"], str) else len(v["keys"])   # noqa: S307 - our fixture
-               for name in ("parity", "ppvd", "moge2_geometry") for v in fixture_json(name).values()]
-    assert max(counts_) * 10 <= filecheck.MAX_TENSORS
-    assert max(counts_) * 2_000 <= filecheck.MAX_HEADER_BYTES     # ~100 bytes a key, 20x spare
 
 
 # --- 4. read-only --out ------------------------------------------------------------------------------------
