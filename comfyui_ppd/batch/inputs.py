@@ -158,8 +158,8 @@ def _read_list(path: Path, exclude: Path | None) -> list[tuple[Path, PurePosixPa
     try:
         text = raw.decode("utf-8-sig")                      # a BOM (Windows Notepad) is not part of the first name
     except UnicodeDecodeError as e:
-        line = raw[:e.start].count(b"\n") + 1
-        raise InputError(f"the list file {path} is not UTF-8 text (byte 0x{raw[e.start]:02x} on line {line}); save "
+        bad_line = raw[:e.start].count(b"\n") + 1
+        raise InputError(f"the list file {path} is not UTF-8 text (byte 0x{raw[e.start]:02x} on line {bad_line}); save "
                          "it with the UTF-8 encoding (in Notepad: Save As, Encoding: UTF-8).") from None
     pairs = []
     for number, line in enumerate(text.splitlines(), 1):

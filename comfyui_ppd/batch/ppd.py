@@ -128,7 +128,7 @@ class PPDProcessor:
         frame_name = re.compile(r"frame_\d{6}(" + "|".join(map(re.escape, SUFFIXES.values())) + ")|"
                                 + re.escape(MANIFEST))
         return (sum(remove_stale_temps(folder, wanted) for folder, wanted in names.items())
-                + sum(remove_stale_temps(folder, frame_name.fullmatch) for folder in frames))
+                + sum(remove_stale_temps(folder, lambda name: bool(frame_name.fullmatch(name))) for folder in frames))
 
     # -- work ----------------------------------------------------------------------------------
     def load(self, item: Item) -> Iterator[tuple[int, Hashable, Any]]:

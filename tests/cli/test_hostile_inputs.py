@@ -177,6 +177,25 @@ def test_stale_temp_files_of_a_finished_run_are_removed_on_the_rerun(models, tmp
     assert "1 skipped" in capsys.readouterr().out and not litter.exists()
 
 
+def test_stale_temp_files_of_video_frames_are_removed(models, tmp_path, capsys):
+    """Videos run per frame by the image model write OUT/<stem>/frame_NNNNNN_*: their temp files are ours too."""
+    pytest.importorskip("av", reason="video decoding needs PyAV")
+    from scenes import write_example_clip
+    clip = tmp_path / "in" / "pan.mp4"
+    clip.parent.mkdir()
+    write_example_clip(str(clip), frames=2, height=32, width=48)
+    folder = tmp_path / "out" / "pan"
+    folder.mkdir(parents=True)
+    litter = [folder / ".frame_000001_depth16.png.0123abcd.tmp", folder / ".frames.json.89abcdef.tmp"]
+    users = folder / ".frame_notes.txt.0123abcd.tmp"
+    for p in litter + [users]:
+        p.write_bytes(b"partial")
+        os.utime(p, (time.time() - 3600,) * 2)
+    assert _predict(models, clip, "--out", tmp_path / "out") == 0
+    assert not any(p.exists() for p in litter) and users.exists()
+    assert (folder / "frames.json").is_file()
+
+
 # --- 6. list files from other systems ------------------------------------------------------------------------
 def test_list_with_utf8_bom_is_read(models, tmp_path, capsys):
     _png(tmp_path / "a.png")
