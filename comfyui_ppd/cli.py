@@ -286,7 +286,7 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_bench(args: argparse.Namespace, rest: list[str]) -> int:
+def cmd_bench(rest: list[str]) -> int:
     from . import bench
     return bench.main(rest)
 
@@ -367,7 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--dir", help="target folder (default: the first models folder)")
     d.add_argument("--models-dir", help="folder searched first for model files")
 
-    sub.add_parser("bench", help="benchmark (see `bench --help`)", add_help=False)
+    sub.add_parser("bench", help="benchmarks on random weights: bench image|video|throughput (see `bench --help`)",
+                   add_help=False)
     return parser
 
 
@@ -376,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         if argv[:1] == ["bench"]:
-            return cmd_bench(argparse.Namespace(), argv[1:])
+            return cmd_bench(argv[1:])
         args = parser.parse_args(argv)
         return {"predict": cmd_predict, "convert": cmd_convert, "download": cmd_download}[args.command](args)
     except PPDError as e:

@@ -9,17 +9,18 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from comfyui_ppd import bench
+from comfyui_ppd.bench import image as bench_image
 from comfyui_ppd.families.ppd import flops
 from comfyui_ppd.families.ppd.dit import DiTConfig
 from comfyui_ppd.nn.dinov2 import ViTConfig
 from comfyui_ppd.sampling import sampling_timesteps
 
-PARTS = set(bench.PARTS)
+PARTS = set(bench_image.PARTS)
 
 
 def test_tiny_run_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    argv = ["--model", "tiny", "--size", "64x48", "--steps", "3", "--repeats", "2", "--warmup", "0",
+    argv = ["image", "--model", "tiny", "--size", "64x48", "--steps", "3", "--repeats", "2", "--warmup", "0",
             "--device", "cpu", "--json", str(out)]
     assert bench.main(argv) == 0
     res = json.loads(out.read_text())
@@ -42,7 +43,7 @@ def test_tiny_run_writes_json(tmp_path, capsys):
 
 
 def test_parts_can_be_chosen():
-    assert bench.main(["--model", "tiny", "--size", "32x32", "--parts", "step", "--repeats", "1",
+    assert bench.main(["image", "--model", "tiny", "--size", "32x32", "--parts", "step", "--repeats", "1",
                        "--device", "cpu"]) == 0
 
 
@@ -50,7 +51,7 @@ def test_parts_can_be_chosen():
                                   ["--parts", "step,decoder"], ["--repeats", "0"], ["--steps", "0"]])
 def test_bad_arguments_are_refused(argv, capsys):
     with pytest.raises(SystemExit) as e:
-        bench.main(["--model", "tiny", *argv])
+        bench.main(["image", "--model", "tiny", *argv])
     assert e.value.code == 2 and "error:" in capsys.readouterr().err
 
 
@@ -58,7 +59,7 @@ def test_flop_formula_counts_every_matmul():
     """The analytic count equals torch's FLOP counter (attention through the math kernel, which it counts)."""
     dit_cfg = DiTConfig(hidden_size=64, depth=4, num_heads=4, mlp_hidden=96, semantic_dim=48)
     vit_cfg = ViTConfig(embed_dim=64, depth=3, num_heads=2, mlp_hidden=80)
-    dit, enc = bench.random_models(dit_cfg, vit_cfg, torch.device("cpu"), torch.float32)
+    dit, enc = bench_image.random_models(dit_cfg, vit_cfg, torch.device("cpu"), torch.float32)
     h, w, b = 48, 96, 2
     image, latent = torch.rand(b, 3, h, w), torch.randn(b, 1, h, w)
     counted = {}
@@ -81,7 +82,7 @@ def test_flop_formula_counts_every_matmul():
 def test_full_size_counts_match_the_published_figures():
     """The issue: ~12.8 TFLOP per DiT step and ~2.8 TFLOP encoder at 1024x768 (54 for 4 steps);
     one official DiT forward at 512x384 (our step plus the per-image condition) is 1,719 GFLOP."""
-    dit_cfg, vit_cfg = bench.SIZES["full"]
+    dit_cfg, vit_cfg = bench_image.SIZES["full"]
     step = flops.dit_step_work(dit_cfg, 768, 1024).flop
     encoder = flops.encoder_work(vit_cfg, 768, 1024).flop
     assert step / 1e12 == pytest.approx(12.8, rel=0.01)
@@ -96,8 +97,8 @@ def test_compile_option_reports_whether_blocks_were_compiled(tmp_path, monkeypat
     from comfyui_ppd import runtime
     monkeypatch.setattr(runtime.torch, "compile", lambda fn, **kwargs: fn)
     out = tmp_path / "bench.json"
-    assert bench.main(["--model", "tiny", "--size", "32x32", "--parts", "step", "--repeats", "1", "--device", "cpu",
-                       "--compile", "--json", str(out)]) == 0
+    assert bench.main(["image", "--model", "tiny", "--size", "32x32", "--parts", "step", "--repeats", "1",
+                       "--device", "cpu", "--compile", "--json", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["compile"] == "default" and res["compiled"] is True
 
@@ -117,6 +118,22 @@ def test_video_bench_times_the_parts_and_calculates_full_size(tmp_path, capsys):
     assert clip["seconds_per_frame"] == pytest.approx(clip["seconds"] / 17)
     full = res["full_size"]
     assert (full["dit_parameters"], full["pi3_parameters"]) == (561_754_944, 757_923_840)
-    from comfyui_ppd.bench_video import SIZES
+    from comfyui_ppd.bench.video import SIZES
     assert full["window_flop"] == window_flop(*SIZES["full"], 64, 32, 1)
     assert "full size by calculation" in capsys.readouterr().out
+
+
+def test_throughput_bench_times_the_sequential_runner(capsys):
+    """`bench throughput` without Ray (`--ray` with no counts): tiny random models, two images, one round."""
+    assert bench.main(["throughput", "--size", "tiny", "--images", "2", "--short", "1", "--rounds", "1",
+                       "--area", "1024", "--steps", "1", "--ray"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert set(res["images_per_s"]) == {"sequential", "sequential, batch 1"}
+    assert all(v > 0 for v in res["images_per_s"].values())
+    assert res["cpu_side_s_per_1024x768_image"]["load"] > 0 and res["cpu_side_s_per_1024x768_image"]["write"] > 0
+
+
+def test_bench_needs_a_subcommand(capsys):
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--model", "tiny"])
+    assert e.value.code == 2 and "image,video,throughput" in capsys.readouterr().err

@@ -52,10 +52,10 @@ def test_modules_named_in_help_texts_exist():
     import importlib
     import re
 
-    from comfyui_ppd import bench, bench_video, cli
-    parser = cli.build_parser()
-    texts = [parser.format_help(), bench.build_parser().format_help(), bench_video.build_parser().format_help()]
-    texts += [sub.format_help() for action in parser._subparsers._group_actions     # type: ignore[union-attr]
+    from comfyui_ppd import bench, cli
+    parsers = [cli.build_parser(), bench.build_parser()]
+    texts = [p.format_help() for p in parsers]
+    texts += [sub.format_help() for p in parsers for action in p._subparsers._group_actions  # type: ignore[union-attr]
               for sub in action.choices.values()]
     names = {m.rstrip(".") for t in texts for m in re.findall(r"comfyui_ppd(?:\.\w+)+", t)}
     assert names, "the help texts name no module: the check below would test nothing"
@@ -107,14 +107,13 @@ def test_every_command_line_argument_has_a_help_text():
     """`convert --help` listed input, output, --dtype, --part and --overwrite with no word of explanation."""
     import argparse
 
-    from comfyui_ppd import bench, bench_video, cli
-    parser = cli.build_parser()
-    parsers = [bench.build_parser(), bench_video.build_parser()]
-    parsers += [sub for action in parser._subparsers._group_actions      # type: ignore[union-attr]
-                for sub in action.choices.values()]
+    from comfyui_ppd import bench, cli
+    parsers = [sub for top in (cli.build_parser(), bench.build_parser())
+               for action in top._subparsers._group_actions      # type: ignore[union-attr]
+               for sub in action.choices.values()]
     bare = [f"{p.prog} {a.dest}" for p in parsers for a in p._actions
             if not isinstance(a, argparse._HelpAction) and not a.help]
-    assert len(parsers) == 6 and not bare, bare
+    assert len(parsers) == 7 and not bare, bare
 
 
 def test_bad_steps_and_devices_stop_the_run_with_a_message(models, image_file, tmp_path, capsys, monkeypatch):
@@ -131,7 +130,7 @@ def test_bad_steps_and_devices_stop_the_run_with_a_message(models, image_file, t
         assert main([*base, "--out", str(out), *extra]) == 2, extra
         assert words in capsys.readouterr().err
         assert not [p for p in out.rglob("*") if p.is_file()]
-    assert main(["bench", "--model", "tiny", "--device", "bogus"]) == 2
+    assert main(["bench", "image", "--model", "tiny", "--device", "bogus"]) == 2
     assert "unknown device 'bogus'" in capsys.readouterr().err
 
 

@@ -14,7 +14,7 @@ import torch
 from tolerances import END_TO_END_TOL
 
 from comfyui_ppd import load_dit, load_semantic_encoder, runtime
-from comfyui_ppd.bench import MemoryMeter, measure
+from comfyui_ppd.bench.harness import MemoryMeter, measure
 from comfyui_ppd.families.ppd.dit import Attention
 from comfyui_ppd.nn.dinov2 import Attention as ViTAttention
 from comfyui_ppd.nn.layers import rope_2d_tables

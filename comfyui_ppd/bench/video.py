@@ -2,8 +2,8 @@
 
 Random weights of the released shapes (`full`, the default on CUDA) or a tiny model (`tiny`, the default
 elsewhere). Times Pi3 on one window, one DiT evaluation on one window and a whole clip (`--frames`; 29 frames
-= 2 windows), each `--repeats` times after `--warmup` runs (medians), with peak memory as bench.py measures
-it. Whatever runs, the full-size cost is also given by calculation (families/ppvd/flops.py): FLOP per DiT
+= 2 windows), each `--repeats` times after `--warmup` runs (medians), with peak memory as bench/harness.py
+measures it. Whatever runs, the full-size cost is also given by calculation (families/ppvd/flops.py): FLOP per DiT
 step, Pi3 and window at the chosen size, per new frame, weights and the activation estimate.
 """
 from __future__ import annotations
@@ -16,15 +16,16 @@ from pathlib import Path
 
 import torch
 
-from . import bench, runtime
-from .bench import NAMES, MemoryMeter, Sample, describe_device, measure, random_init
-from .encoders.pi3 import Pi3Config, Pi3Semantics
-from .families.ppvd import VideoDepthPipeline, window_plan
-from .families.ppvd.dit import VideoDiT, VideoDiTConfig
-from .families.ppvd.flops import dit_step_work, pi3_work, window_work
-from .families.ppvd.pipeline import WINDOW
-from .nn.dinov2 import ViTConfig
-from .sampling import sampling_timesteps
+from .. import runtime
+from ..encoders.pi3 import Pi3Config, Pi3Semantics
+from ..families.ppvd import VideoDepthPipeline, window_plan
+from ..families.ppvd.dit import VideoDiT, VideoDiTConfig
+from ..families.ppvd.flops import dit_step_work, pi3_work, window_work
+from ..families.ppvd.pipeline import WINDOW
+from ..nn.dinov2 import ViTConfig
+from ..sampling import sampling_timesteps
+from . import harness
+from .harness import NAMES, MemoryMeter, Sample, describe_device, measure, random_init
 
 SIZES: dict[str, tuple[VideoDiTConfig, Pi3Config]] = {
     "full": (VideoDiTConfig(), Pi3Config()),
@@ -47,12 +48,10 @@ def random_models(dit_cfg: VideoDiTConfig, pi3_cfg: Pi3Config, device: torch.dev
 
 def parse_size(text: str) -> tuple[int, int]:
     """'WIDTHxHEIGHT' (multiples of 32) -> (height, width)."""
-    return bench.parse_size(text, 32, "512x512")
+    return harness.parse_size(text, 32, "512x512")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m comfyui_ppd bench video", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", choices=list(SIZES), help="model size, random weights (default: full on CUDA, "
                                                         "tiny elsewhere)")
     p.add_argument("--size", type=parse_size, default=(512, 512), metavar="WxH",
@@ -65,7 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=1, help="untimed runs per part first (default 1)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", type=Path, help="also write the results here")
-    return p
 
 
 def calculation(dit_cfg: VideoDiTConfig, pi3_cfg: Pi3Config, height: int, width: int, steps: int) -> dict:
@@ -161,9 +159,8 @@ def format_table(res: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Check what argparse cannot, run, print the table (and write --json)."""
     if args.repeats < 1 or args.warmup < 0 or args.frames < 1 or args.steps < 1:
         parser.error("--repeats, --frames and --steps must be >= 1 and --warmup >= 0")
     res = run(args)

@@ -1,5 +1,4 @@
-"""`python -m comfyui_ppd bench`: time the encoder, one DiT step and a whole image on this device
-(`bench video ...`: the video model, see bench_video.py).
+"""`python -m comfyui_ppd bench image`: time the encoder, one DiT step and a whole image on this device.
 
 Models have the released shapes (`full`) or a named smaller size, with random weights. Every part is
 run `--warmup` times, then `--repeats` times interleaved with the other parts; the table shows medians.
@@ -8,30 +7,29 @@ The FLOP formula is in comfyui_ppd.families.ppd.flops.
 
 Roofline: every distinct GEMM shape of a part is timed as a bare `torch.mm` in the compute dtype in the
 same run; the part's roofline is its GEMM FLOP / sum(count * bare time). "% roofline" = achieved FLOP/s
-(all FLOP above, attention included) / that rate. Peak memory: CUDA max_memory_allocated, CPU peak RSS
-(VmHWM, reset per part through /proc/self/clear_refs); "activation" is the peak minus the memory before.
+(all FLOP above, attention included) / that rate. Peak memory and "activation": see bench/harness.py.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TypeVar
 
 import torch
 
-from . import runtime
-from .encoders.da2 import DepthAnythingV2Encoder
-from .families.ppd.dit import DiTConfig, PPDDiT
-from .families.ppd.flops import Gemm, Work, condition_work, dit_step_work, encoder_work
-from .families.ppd.pipeline import PPDPipeline, activation_bytes
-from .nn.dinov2 import ViTConfig
-from .sampling import sampling_timesteps
+from .. import runtime
+from ..encoders.da2 import DepthAnythingV2Encoder
+from ..families.ppd.dit import DiTConfig, PPDDiT
+from ..families.ppd.flops import Gemm, Work, condition_work, dit_step_work, encoder_work
+from ..families.ppd.pipeline import PPDPipeline, activation_bytes
+from ..nn.dinov2 import ViTConfig
+from ..sampling import sampling_timesteps
+from . import harness
+from .harness import NAMES, MemoryMeter, Sample, describe_device, measure, random_init, synchronize
 
 SIZES: dict[str, tuple[DiTConfig, ViTConfig]] = {
     "full": (DiTConfig(), ViTConfig()),
@@ -41,73 +39,8 @@ SIZES: dict[str, tuple[DiTConfig, ViTConfig]] = {
              ViTConfig(embed_dim=64, depth=2, num_heads=1, mlp_hidden=128)),
 }
 PARTS = ("encoder", "condition", "step", "flat", "e2e")
-NAMES = {dtype: name for name, dtype in runtime.DTYPES.items()}
 TOKEN_PX = DiTConfig().token_px   # --size must be a whole number of coarse DiT tokens
 COMPILE_MODES = ["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"]
-
-
-# --- measuring ----------------------------------------------------------------------------------
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
-def _proc_status(field_name: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field_name + ":"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-class MemoryMeter:
-    """Peak memory of a call: CUDA allocator statistics, or the process's peak RSS on the CPU (Linux)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-
-    def current(self) -> int | None:
-        if self.device.type == "cuda":
-            return torch.cuda.memory_allocated(self.device)
-        return _proc_status("VmRSS") if self.device.type == "cpu" else None
-
-    def reset(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(self.device)
-        elif self.device.type == "cpu":
-            try:
-                Path("/proc/self/clear_refs").write_text("5")      # resets VmHWM to the current RSS
-            except OSError:
-                pass
-
-    def peak(self) -> int | None:
-        if self.device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self.device)
-        return _proc_status("VmHWM") if self.device.type == "cpu" else None
-
-
-@dataclass
-class Sample:
-    seconds: float
-    peak: int | None
-    activation: int | None
-
-
-def measure(fn: Callable[[], object], device: torch.device, meter: MemoryMeter) -> Sample:
-    """Wall time of fn() with the device synchronised, and its peak memory above the memory before."""
-    synchronize(device)
-    meter.reset()
-    before = meter.current()
-    start = time.perf_counter()
-    fn()
-    synchronize(device)
-    seconds = time.perf_counter() - start
-    peak = meter.peak()
-    return Sample(seconds, peak, None if peak is None or before is None else max(0, peak - before))
 
 
 def time_matmuls(gemms: list[Gemm], device: torch.device, dtype: torch.dtype) -> dict[tuple, float]:
@@ -147,41 +80,12 @@ def random_models(dit_cfg: DiTConfig, vit_cfg: ViTConfig, device: torch.device, 
     return random_init(dit, dtype), random_init(enc, dtype)
 
 
-M = TypeVar("M", bound=torch.nn.Module)
+def parse_size(text: str) -> tuple[int, int]:
+    """'WIDTHxHEIGHT' (multiples of the coarse DiT token, 16) -> (height, width)."""
+    return harness.parse_size(text, TOKEN_PX, "1024x768")
 
 
-def random_init(model: M, dtype: torch.dtype, keep: tuple[str, ...] = ()) -> M:
-    """N(0, 0.02) matrices, zero biases, unit norm weights, 1e-5 layer scale (parameters named in `keep`
-    untouched); then cast to `dtype`, eval mode, no gradients."""
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name in keep:
-                continue
-            if name.endswith("gamma"):
-                p.fill_(1e-5)
-            elif "norm" in name and name.endswith("weight"):
-                p.fill_(1.0)
-            elif name.endswith("bias"):
-                p.zero_()
-            else:
-                p.normal_(0.0, 0.02)
-    return model.to(dtype).eval().requires_grad_(False)
-
-
-def parse_size(text: str, multiple: int = TOKEN_PX, example: str = "1024x768") -> tuple[int, int]:
-    """'WIDTHxHEIGHT' (multiples of `multiple`, 16 by default) -> (height, width)."""
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must look like {example} (width x height), got {text!r}") from None
-    if w <= 0 or h <= 0 or w % multiple or h % multiple:
-        raise argparse.ArgumentTypeError(f"width and height must be positive multiples of {multiple}, got {text!r}")
-    return h, w
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m comfyui_ppd bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="full", choices=list(SIZES), help="model size, random weights (default full)")
     p.add_argument("--depth", type=int, help="override the DiT and encoder depth (even; e.g. 4 to explore)")
     p.add_argument("--size", type=parse_size, default=(768, 1024), metavar="WxH",
@@ -201,7 +105,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=1, help="untimed runs per part first (default 1)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", type=Path, help="also write the results here")
-    return p
 
 
 @dataclass
@@ -321,18 +224,6 @@ def run(args: argparse.Namespace) -> dict:
     return out
 
 
-def describe_device(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    name = platform.processor() or platform.machine()
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        name = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{device.type} ({name}, {torch.get_num_threads()} threads)"
-
-
 def compile_note(res: dict) -> str:
     if not res["compile"]:
         return ""
@@ -374,12 +265,8 @@ def parse_parts(text: str) -> list[str]:
     return parts
 
 
-def main(argv: list[str]) -> int:
-    if argv[:1] == ["video"]:                                   # the video model: bench_video.py
-        from . import bench_video
-        return bench_video.main(argv[1:])
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """Check what argparse cannot, run, print the table (and write --json)."""
     if args.repeats < 1 or args.warmup < 0 or args.batch < 1 or args.steps < 1:
         parser.error("--repeats, --batch and --steps must be >= 1 and --warmup >= 0")
     if args.depth is not None and (args.depth < 2 or args.depth % 2):
