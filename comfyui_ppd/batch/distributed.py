@@ -27,8 +27,6 @@ from ..errors import InputError, PPDError
 from .inputs import Item
 from .runner import FatalError, Summary, Tracker, split_done
 
-KILL_ENV = "PPD_TEST_KILL_AT"           # test hook: "<item index or name>:<marker file>", see ModelActor
-
 
 def _ray():
     try:
@@ -68,13 +66,12 @@ def _payload(row: dict) -> dict:
 class ModelActor:
     """One model copy; `__call__` runs a batch of sample rows grouped by processing size."""
 
-    def __init__(self, processor: Any, kill_at: str = "") -> None:
-        self.processor, self.kill_at = processor, kill_at
+    def __init__(self, processor: Any) -> None:
+        self.processor = processor
         self.processor.check()                              # load the model once, before the first batch
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
-        self._test_hook(rows)
         depth: list[bytes] = [b""] * len(rows)
         errors = [str(r["error"]) for r in rows]
         groups: dict[tuple, list[int]] = {}
@@ -92,18 +89,6 @@ class ModelActor:
             for i, d in zip(idx, results):
                 depth[i] = d.numpy().astype(np.float32).tobytes()
         return {**{k: list(v) for k, v in batch.items()}, "depth": depth, "error": errors}
-
-    def _test_hook(self, rows: list[dict]) -> None:
-        """PPD_TEST_KILL_AT=<index or stem>:<marker>: the first worker to get that item dies (os._exit)."""
-        if not self.kill_at:
-            return
-        target, marker = self.kill_at.split(":", 1)
-        if any(str(r["index"]) == target or str(r["stem"]) == target for r in rows):
-            try:
-                os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-            except FileExistsError:
-                return
-            os._exit(1)
 
 
 def write(row: dict, processor: Any) -> dict:
@@ -197,8 +182,7 @@ def _execute(ray, todo: list[Item], processor: Any, tracker: Tracker, workers: i
     rows = [{"index": it.index, "path": str(it.path.resolve()), "stem": str(it.stem), "kind": it.kind} for it in todo]
     ds = ray.data.from_items(rows, override_num_blocks=min(len(rows), 8 * workers))
     ds = ds.flat_map(decode, fn_kwargs={"processor": processor}, num_cpus=0.5)
-    ds = ds.map_batches(ModelActor, fn_constructor_kwargs={"processor": processor,
-                                                         "kill_at": os.environ.get(KILL_ENV, "")},
+    ds = ds.map_batches(ModelActor, fn_constructor_kwargs={"processor": processor},
                         batch_size=batch_size, batch_format="numpy",
                         compute=ray.data.ActorPoolStrategy(size=workers),
                         num_gpus=1 if gpu else 0, num_cpus=1 if not gpu else 0.5)

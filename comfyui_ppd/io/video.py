@@ -16,11 +16,6 @@ from .files import atomic_write
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v", ".mpg", ".mpeg")
 
 
-def is_video_file(path: str | os.PathLike) -> bool:
-    """True for the usual video container suffixes (decoding is tried only for these)."""
-    return Path(path).suffix.lower() in VIDEO_SUFFIXES
-
-
 def _av() -> Any:
     try:
         import av

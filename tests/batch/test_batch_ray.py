@@ -5,6 +5,7 @@ Ray is optional: these tests skip when it is not installed, except under CI=true
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,10 +27,17 @@ def ray_session():
             pytest.fail(msg + "; under CI=true the Ray tests are required")
         pytest.skip(msg)
     from comfyui_ppd.batch.distributed import start_ray
+    support = str(Path(__file__).resolve().parents[1] / "support")        # the workers import tests/support/faults
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (support, old) if p)
     started = start_ray(None, workers=2, gpu=False)                # 2 model copies + 1 CPU for decode/write
     yield ray
     if started:
         ray.shutdown()
+    if old is None:
+        del os.environ["PYTHONPATH"]
+    else:
+        os.environ["PYTHONPATH"] = old
 
 
 @pytest.fixture(scope="module")
@@ -61,11 +69,12 @@ def test_ray_run_gives_the_sequential_files_and_resumes_without_work(ray_session
 
 
 def test_a_killed_model_worker_loses_nothing(ray_session, models, sequential, tmp_path, monkeypatch, capsys):
+    from comfyui_ppd.batch import distributed
+    from faults import DyingModelActor
     root, want = sequential
-    marker = tmp_path / "killed"
-    monkeypatch.setenv("PPD_TEST_KILL_AT", f"s1/t1/img13:{marker}")   # the worker that gets this item exits
+    monkeypatch.setattr(distributed, "ModelActor", DyingModelActor)  # the worker that gets s1/t1/img13 exits
     assert predict(models, root / "in", "--out", tmp_path / "ray", "--ray", "--ray-workers", "2") == 1
-    assert marker.exists()                                           # the hook fired: one worker died
+    assert (tmp_path / "ray.killed").exists()                        # the fault fired: one worker died
     assert counts(capsys.readouterr().out)["done"] == 32
     got = output_files(tmp_path / "ray")
     assert got == want                                               # every output present and correct

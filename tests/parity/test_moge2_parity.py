@@ -487,25 +487,6 @@ def test_non_finite_intrinsics():
         unproject_pixels(torch.ones(4, 4), k_px, torch.ones(4, 4, dtype=torch.bool))
 
 
-# ---------------------------------------------------------------- the shared-pass fast path
-
-def test_shared_pass_is_official_infer_at_ppd_grid(model, tensors):
-    """One backbone pass: the DiT's tokens are exactly the semantic encoder's, and the geometry equals the
-    official infer() run on the same preprocessed image at PPD's token grid (H/16 x W/16)."""
-    from comfyui_ppd.families.moge2.shared_pass import semantics_and_geometry
-    from comfyui_ppd.imaging import resize_keep_aspect
-    img = _case_image(tensors("moge2_tiny_cases_small"), "A")[None]
-    ppd = resize_keep_aspect(img, 256 * 192)                                   # (1,3,192,256): grid 12x16
-    tokens, geo = semantics_and_geometry(model, ppd)
-    assert torch.equal(tokens, model.encoder(ppd))
-    ref = model.infer(ppd, num_tokens=12 * 16)
-    assert token_grid(192, 256, 12 * 16) == (12, 16)
-    for key in ("depth", "points", "normal", "intrinsics", "mask"):
-        assert torch.equal(geo[key], ref[key]), key
-    with pytest.raises(InputError, match="multiples of 16"):
-        semantics_and_geometry(model, img[..., :90, :])
-
-
 # ---------------------------------------------------------------- analytic scenes (no fixtures needed)
 
 @pytest.mark.parametrize("scene", ["box", "sphere", "slanted plane"])
