@@ -10,9 +10,10 @@ import torch
 
 from . import catalogue, download, imaging, registry, runtime, tasks
 from .batch.inputs import Item
+from .batch.ppd import PPDProcessor, PredictOptions
 from .batch.runner import Summary
 from .checkpoints import load_strict, read_checkpoint
-from .errors import CheckpointError, InputError, PPDError
+from .errors import CheckpointError, InputError, PPDError, error_message
 from .io.files import atomic_write, check_writable
 from .progress import ConsoleProgress
 
@@ -137,7 +138,7 @@ def predict_images(args: argparse.Namespace, items: list[Item], use_ray: bool) -
     """Images (and videos frame by frame) through the image model: batch.runner here, batch.distributed on Ray.
 
     A --model/--encoder naming the video model's files is for the videos: the images take the defaults."""
-    from .batch.ppd import PPDProcessor
+    options = predict_options(args)
     model, encoder = _named_for(args, video=False)
     missing: list[CheckpointError] = []
 
@@ -160,8 +161,8 @@ def predict_images(args: argparse.Namespace, items: list[Item], use_ray: bool) -
     if missing or dit_path is None or enc_path is None:
         raise PPDError(f"{len(missing)} model files are missing:\n" + "\n".join(f"  {e}" for e in missing))
     device = args.device if args.device != "auto" else None
-    processor = (PPDProcessor(args, dit_path, enc_path, device or "cpu") if use_ray
-                 else PPDProcessor(args, dit_path, enc_path, str(runtime.pick_device(args.device)), geo_path))
+    processor = (PPDProcessor(options, dit_path, enc_path, device or "cpu") if use_ray
+                 else PPDProcessor(options, dit_path, enc_path, str(runtime.pick_device(args.device)), geo_path))
     processor.remove_stale_temps(items)           # temp files a killed run left for these outputs
     if use_ray:
         from .batch import distributed
@@ -174,6 +175,14 @@ def predict_images(args: argparse.Namespace, items: list[Item], use_ray: bool) -
     # stops the run there, before any file is written (exit 2).
     return run_sequential(items, processor, overwrite=args.overwrite, batch_size=args.batch_size,
                           workers=args.workers, progress=ConsoleProgress("predict", args.progress))
+
+
+def predict_options(args: argparse.Namespace) -> PredictOptions:
+    """The image processor's options from the predict flags (the one place the batch layer meets argparse)."""
+    return PredictOptions(out=Path(args.out), steps=args.steps, seed=args.seed, area=args.area,
+                          precision=args.precision, batch_size=args.batch_size, overwrite=args.overwrite,
+                          pointcloud=args.pointcloud, normals=args.normals, fov=args.fov, near=args.near,
+                          far=args.far, outlier_filter=args.outlier_filter)
 
 
 def video_size(text: str) -> tuple[int, int]:
@@ -202,7 +211,6 @@ def predict_videos(args: argparse.Namespace, items: list[Item], dit_path: Path, 
     (pass --overwrite), as predict_video_file never replaces files."""
     import time
 
-    from .batch.runner import _message
     start = time.perf_counter()
     summary = Summary(total=len(items))
     out = Path(args.out)
@@ -222,7 +230,7 @@ def predict_videos(args: argparse.Namespace, items: list[Item], dit_path: Path, 
                 progress=ConsoleProgress(f"[{n}/{len(todo)}] {item.path.name}", args.progress),
                 warn=lambda text: print(f"warning: {text}", file=sys.stderr))
         except Exception as e:                    # noqa: BLE001 - a bad video fails its item, the run goes on
-            summary.failed[str(item.path)] = _message(e)
+            summary.failed[str(item.path)] = error_message(e)
             continue
         summary.done += 1
         summary.samples += done["frames"]

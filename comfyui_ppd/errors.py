@@ -16,3 +16,12 @@ class CheckpointError(PPDError):
 
 class InputError(PPDError):
     """An image, depth map or parameter cannot be processed as given."""
+
+
+def error_message(error: BaseException | str) -> str:
+    """An error as one line for a run's summary: a PPDError's own message, else `Type: message` (whitespace
+    collapsed, so a multi-line torch error stays one line)."""
+    if isinstance(error, str):
+        return error
+    text = str(error) if isinstance(error, PPDError) else f"{type(error).__name__}: {error}"
+    return " ".join(text.split())

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError, PPDError
+from ..errors import InputError, PPDError, error_message
 from .inputs import Item
 from .runner import FatalError, Summary, Tracker, split_done
 
@@ -51,9 +51,8 @@ def decode(row: dict, processor: Any) -> list[dict]:
             rows.append({**row, "tag": tag, "image": x.tobytes(), "shape": list(x.shape),
                          "in_size": list(payload["input_size"]), "error": "", "count": 0})
     except Exception as e:                                  # noqa: BLE001 - reported in the summary
-        from .runner import _message
         return [{**row, "tag": -1, "image": b"", "shape": [0, 0, 0, 0], "in_size": [0, 0],
-                 "error": _message(e), "count": 0}]
+                 "error": error_message(e), "count": 0}]
     rows[-1]["count"] = len(rows)                           # the last sample says how many there are
     return rows
 
@@ -82,9 +81,8 @@ class ModelActor:
             try:
                 results = self.processor.infer([_payload(rows[i]) for i in idx])
             except Exception as e:                          # noqa: BLE001 - the batch's items fail, not the job
-                from .runner import _message
                 for i in idx:
-                    errors[i] = _message(e)
+                    errors[i] = error_message(e)
                 continue
             for i, d in zip(idx, results):
                 depth[i] = d.numpy().astype(np.float32).tobytes()
@@ -101,8 +99,7 @@ def write(row: dict, processor: Any) -> dict:
         try:
             out["kept"] = processor.write(_item(row), int(row["tag"]), _payload(row), depth)
         except Exception as e:                              # noqa: BLE001 - reported in the summary
-            from .runner import _message
-            out["error"] = _message(e)
+            out["error"] = error_message(e)
     return out
 
 

@@ -8,13 +8,13 @@ batch writes what a single `predict` always wrote.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
 import sys
 import threading
 from collections.abc import Hashable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,20 +35,38 @@ SUFFIXES = {"png16": "_depth16.png", "color": "_depth_color.png", "npy": "_depth
 MANIFEST = "frames.json"
 
 
+@dataclass(frozen=True)
+class PredictOptions:
+    """What `predict` asks of each image (the CLI's flags of the same names; the defaults are the CLI's)."""
+
+    out: Path                            # output folder; outputs mirror the input folders below it
+    steps: int = 4                       # sampling steps
+    seed: int = 0                        # noise seed
+    area: int = imaging.DEFAULT_AREA     # processing area in pixels
+    precision: str = "auto"              # runtime.CHOICES
+    batch_size: int | None = 4           # images per model call; None: as many as fit (pipe.max_batch)
+    overwrite: bool = False              # replace existing output files (else they are kept)
+    pointcloud: bool = False             # also write <stem>_points.ply
+    normals: bool = False                # also write <stem>_normals.png (needs the MoGe-2 geometry model)
+    fov: float = 60.0                    # point cloud: horizontal field of view in degrees (not with --metric)
+    near: float = 1.0                    # point cloud: metres at PPD's near end (not with --metric)
+    far: float = 10.0                    # point cloud: metres at PPD's far end (not with --metric)
+    outlier_filter: str = "window"       # metric point cloud: window, exact or off
+
+
 class PPDProcessor:
     """PPD depth per image; the models are built on first use, so the object pickles cheaply to Ray workers.
 
-    `args` is the predict namespace (out, steps, seed, area, overwrite, pointcloud, metric, normals, fov, near,
-    far, outlier_filter, precision, batch_size); `device` a torch device name; `geometry` the MoGe-2 file for
-    --metric/--normals."""
+    `device` is a torch device name; `geometry` the MoGe-2 file for --metric/--normals (its presence makes the
+    point cloud metric)."""
 
-    def __init__(self, args: argparse.Namespace, dit_path: Path, enc_path: Path, device: str,
+    def __init__(self, options: PredictOptions, dit_path: Path, enc_path: Path, device: str,
                  geometry: Path | None = None) -> None:
-        self.args, self.device = args, device
+        self.options, self.device = options, device
         # Absolute, so Ray workers starting in another folder read and write the same files.
         self.dit_path, self.enc_path = Path(dit_path).resolve(), Path(enc_path).resolve()
         self.geo_path = Path(geometry).resolve() if geometry else None
-        self.out = Path(args.out).resolve()
+        self.out = Path(options.out).resolve()
         self._pipe: Any = None
         self._geometry: Any = None
         self._lock = threading.Lock()
@@ -67,8 +85,8 @@ class PPDProcessor:
                 device = torch.device(self.device)
                 try:
                     self._pipe = tasks.load_pipeline(self.dit_path, self.enc_path,
-                                                     runtime.precision(self.args.precision, device), device=device,
-                                                     area=self.args.area)
+                                                     runtime.precision(self.options.precision, device), device=device,
+                                                     area=self.options.area)
                 except PPDError as e:
                     raise FatalError(str(e)) from e
                 except Exception as e:              # noqa: BLE001 - whatever else stops loading stops the run once
@@ -85,7 +103,7 @@ class PPDProcessor:
                     model = tasks.load_geometry(self.geo_path, device=self.device)
                 except PPDError as e:
                     raise FatalError(str(e)) from e
-                if self.args.normals and not model.has_normal:
+                if self.options.normals and not model.has_normal:
                     raise FatalError(f"--normals: {self.geo_path.name} has no normal head, so it gives no normals; "
                                      "use the MoGe-2 model with normals (Ruicheng/moge-2-vitl-normal) or drop "
                                      "--normals.")
@@ -98,8 +116,8 @@ class PPDProcessor:
 
     # -- names ---------------------------------------------------------------------------------
     def wanted(self) -> list[str]:
-        return (["png16", "color", "npy"] + (["ply"] if self.args.pointcloud else [])
-                + (["normals"] if self.args.normals else []))
+        return (["png16", "color", "npy"] + (["ply"] if self.options.pointcloud else [])
+                + (["normals"] if self.options.normals else []))
 
     def sample_outputs(self, item: Item, tag: int) -> dict[str, Path]:
         base = self.out / item.stem if item.kind == "image" else self.out / item.stem / f"frame_{tag:06d}"
@@ -135,7 +153,7 @@ class PPDProcessor:
         frames = [load_image(item.path)] if item.kind == "image" else (f[None] for f in read_video(item.path))
         keep = self.geo_path is not None                    # MoGe-2 and the metric cloud use the input image
         for tag, image in enumerate(frames):
-            x = resize(image, self.args.area)
+            x = resize(image, self.options.area)
             payload = {"image": x, "input_size": (image.shape[-2], image.shape[-1])}
             if keep:
                 payload["original"] = image
@@ -145,10 +163,10 @@ class PPDProcessor:
         """Depth (1,h,w) per payload (with --metric/--normals: (depth, MoGe-2 outputs))."""
         pipe = self.pipe
         x = torch.cat([p["image"] for p in payloads])                       # (B,3,h,w), one size
-        chunk = self.args.batch_size or pipe.max_batch(*x.shape[-2:])
+        chunk = self.options.batch_size or pipe.max_batch(*x.shape[-2:])
         semantics = torch.cat([pipe.encode(x[i:i + chunk]) for i in range(0, len(x), chunk)])
-        result = pipe.predict(Prepared(x, semantics, (x.shape[-2], x.shape[-1])), steps=self.args.steps,
-                              seed=self.args.seed, batch_size=chunk)
+        result = pipe.predict(Prepared(x, semantics, (x.shape[-2], x.shape[-1])), steps=self.options.steps,
+                              seed=self.options.seed, batch_size=chunk)
         depths = [result.depth[i] for i in range(len(payloads))]
         model = self.geometry
         if model is None:
@@ -159,22 +177,22 @@ class PPDProcessor:
     def write(self, item: Item, tag: int, payload: Any, result: Any) -> int:
         depth, geo = result if isinstance(result, tuple) else (result, None)
         paths = self.sample_outputs(item, tag)
-        keep = set() if self.args.overwrite else {k for k, p in paths.items() if p.exists()}
+        keep = set() if self.options.overwrite else {k for k, p in paths.items() if p.exists()}
         cloud = None
         if "ply" in paths and "ply" not in keep:      # built before any write: a bad --near/--far writes nothing
             if geo is not None:                       # the official metric chain: MoGe-2 scale and camera
                 cloud = tasks.official_metric_cloud(depth[0], payload["original"][0], geo,
-                                                    outlier_filter=self.args.outlier_filter)
+                                                    outlier_filter=self.options.outlier_filter)
             else:                                     # pixels mapped behind the camera are dropped, as in the nodes
-                cloud, metric, _ = tasks.depth_to_cloud(depth[0], "ppd", near=self.args.near, far=self.args.far,
-                                                        fov_deg=self.args.fov, drop_invalid=True,
+                cloud, metric, _ = tasks.depth_to_cloud(depth[0], "ppd", near=self.options.near, far=self.options.far,
+                                                        fov_deg=self.options.fov, drop_invalid=True,
                                                         colors=payload["image"][0].permute(1, 2, 0))
                 dropped = int(torch.isnan(metric).sum())
                 if dropped:
                     print(f"warning: {paths['ply'].name}: {dropped:,} of {metric.numel():,} pixels left out: their "
                           "depth maps to <= 0 or infinity with --near/--far (raise --near or lower --far to keep "
                           "them)", file=sys.stderr)
-        overwrite = self.args.overwrite
+        overwrite = self.options.overwrite
         at_input: dict[str, str | os.PathLike] = {k: paths[k] for k in ("png16", "color") if k not in keep}
         if at_input:
             tasks.save_depth(depth, at_input, size=payload["input_size"], overwrite=overwrite)

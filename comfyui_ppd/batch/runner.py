@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..errors import PPDError
+from ..errors import PPDError, error_message
 from .inputs import Item
 
 
@@ -117,7 +117,7 @@ class Tracker:
     def fail(self, item: Item, error: BaseException | str) -> None:
         with self.lock:
             if item.index in self.items and str(item.path) not in self.summary.failed:
-                self.summary.failed[str(item.path)] = _message(error)
+                self.summary.failed[str(item.path)] = error_message(error)
                 self._close(item.index)
 
     def loaded_all(self, item: Item, count: int) -> None:
@@ -141,7 +141,7 @@ class Tracker:
             try:
                 self.processor.finish(item, count)
             except Exception as e:                          # noqa: BLE001 - recorded per item
-                self.summary.failed[str(item.path)] = _message(e)
+                self.summary.failed[str(item.path)] = error_message(e)
             else:
                 self.summary.done += 1
             self._close(index)
@@ -151,13 +151,6 @@ class Tracker:
         self.finished += 1
         if self.progress:
             self.progress(self.finished, self.summary.total - self.summary.skipped)
-
-
-def _message(error: BaseException | str) -> str:
-    if isinstance(error, str):
-        return error
-    text = str(error) if isinstance(error, PPDError) else f"{type(error).__name__}: {error}"
-    return " ".join(text.split())
 
 
 def split_done(items: list[Item], processor: Processor, overwrite: bool) -> tuple[list[Item], int]:

@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from ..batch.inputs import expand_inputs
+from ..batch.ppd import PPDProcessor, PredictOptions
 from ..encoders.da2 import DepthAnythingV2Encoder
 from ..families.ppd.dit import PPDDiT
 from .image import SIZES
@@ -47,16 +48,9 @@ def write_images(folder: Path, n: int, sizes: list[tuple[int, int]]) -> None:
         Image.fromarray((rng.random((h, w, 3)) * 255).astype("uint8")).save(sub / f"im{i:03d}.jpg", quality=95)
 
 
-def namespace(out: Path, models: Path, args: argparse.Namespace, **kw) -> argparse.Namespace:
-    base = dict(out=str(out), models_dir=str(models), steps=args.steps, seed=0, area=args.area, overwrite=False,
-                pointcloud=False, metric=False, normals=False, precision="auto", batch_size=args.batch_size,
-                workers=2, device="cpu")
-    return argparse.Namespace(**{**base, **kw})
-
-
-def processor(out: Path, models: Path, args: argparse.Namespace):
-    from ..batch.ppd import PPDProcessor
-    return PPDProcessor(namespace(out, models, args), models / "ppd.pth", models / "depth_anything_v2_vitl.pth", "cpu")
+def processor(out: Path, models: Path, args: argparse.Namespace) -> PPDProcessor:
+    options = PredictOptions(out=out, steps=args.steps, area=args.area, batch_size=args.batch_size)
+    return PPDProcessor(options, models / "ppd.pth", models / "depth_anything_v2_vitl.pth", "cpu")
 
 
 def sequential(images: Path, out: Path, models: Path, args: argparse.Namespace, batch_size: int) -> float:
@@ -88,9 +82,8 @@ def io_costs(repeats: int = 5) -> dict[str, float]:
         tmp = Path(tmp_name)
         rng = np.random.default_rng(0)
         Image.fromarray((rng.random((768, 1024, 3)) * 255).astype("uint8")).save(tmp / "x.jpg", quality=95)
-        ns = argparse.Namespace(out=str(tmp / "o"), area=1024 * 768, overwrite=True, pointcloud=False, normals=False)
-        from ..batch.ppd import PPDProcessor
-        proc = PPDProcessor(ns, tmp / "none", tmp / "none", "cpu")
+        proc = PPDProcessor(PredictOptions(out=tmp / "o", area=1024 * 768, overwrite=True), tmp / "none",
+                            tmp / "none", "cpu")
         item = Item(0, tmp / "x.jpg", PurePosixPath("x"), "image")
         load, write = [], []
         for _ in range(repeats):

@@ -17,7 +17,7 @@ class DyingModelActor(ModelActor):
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         if TARGET in (str(stem) for stem in batch["stem"]):
-            marker = Path(str(self.processor.args.out) + ".killed")
+            marker = Path(str(self.processor.options.out) + ".killed")
             try:
                 os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
             except FileExistsError:
