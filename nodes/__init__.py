@@ -1,11 +1,11 @@
 """ComfyUI glue: NODE_CLASS_MAPPINGS for the pack. No math lives here: nodes validate, call comfyui_ppd, format."""
 from .depth import PPD_DepthSampler, PPD_SemanticEncoder
+from .examples import copy_examples
 from .geometry import PPD_LoadGeometryModel, PPD_MoGe2Geometry
 from .metrics import PPD_EdgeMetricPreview
 from .model import PPD_LoadModel, register_model_folder
 from .pointcloud import PPD_DepthToPointCloud, PPD_SavePointCloud
 from .render import PPD_DepthRender, PPD_SaveDepth
-from .setup import copy_examples
 from .video import PPD_FlickerMetric, PPD_LoadVideoModel, PPD_VideoDepth
 
 register_model_folder()

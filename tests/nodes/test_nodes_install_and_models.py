@@ -23,18 +23,18 @@ def ppd_dir(comfy_env) -> Path:
 # --- 3. fresh install ----------------------------------------------------------------------------------------
 def test_examples_are_copied_into_an_empty_input_folder(pack, comfy_env):
     target = Path(comfy_env.folder_paths.get_input_directory())
-    copied = pack.nodes.setup.copy_examples()
+    copied = pack.nodes.examples.copy_examples()
     expected = sorted(p.name for p in EXAMPLES.iterdir() if p.is_file())
     assert "ppd_example.png" in expected and copied == expected
     for name in expected:
         assert (target / name).read_bytes() == (EXAMPLES / name).read_bytes()
-    assert pack.nodes.setup.copy_examples() == []                       # second start-up: nothing to do
+    assert pack.nodes.examples.copy_examples() == []                       # second start-up: nothing to do
 
 
 def test_a_users_file_with_an_example_name_is_never_replaced(pack, comfy_env):
     target = Path(comfy_env.folder_paths.get_input_directory())
     (target / "ppd_example.png").write_bytes(b"the user's own picture")
-    copied = pack.nodes.setup.copy_examples()
+    copied = pack.nodes.examples.copy_examples()
     assert "ppd_example.png" not in copied and (target / "ppd_frames.webp").is_file()
     assert (target / "ppd_example.png").read_bytes() == b"the user's own picture"
 
@@ -42,7 +42,7 @@ def test_a_users_file_with_an_example_name_is_never_replaced(pack, comfy_env):
 def test_copy_failure_is_logged_and_start_up_goes_on(pack, comfy_env, tmp_path, caplog):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    assert pack.nodes.setup.copy_examples(target=str(blocker / "input")) == []
+    assert pack.nodes.examples.copy_examples(target=str(blocker / "input")) == []
     assert "could not copy the example inputs" in caplog.text
 
 
