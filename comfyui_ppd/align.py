@@ -2,7 +2,7 @@
 video pipeline's float32 fit (different numerics on purpose: bit-exact parity with its window alignment).
 
 Every alignment in the engine goes through here: the seed ensemble (pipeline), the ground-truth fit of the
-edge metrics, the metric-scale fit of the geometry, the flicker metric (temporal.py, `fit_affine` in
+edge metrics, the metric-scale fit of the geometry, the flicker metric (flicker.py, `fit_affine` in
 float64) and PPVD's window alignment (`fit_scale_shift_f32`).
 """
 from __future__ import annotations

@@ -26,10 +26,10 @@ from .families.ppd.pipeline import DepthResult, PPDPipeline, Prepared
 from .families.ppvd import Pi3Semantics, VideoDepthPipeline, VideoDepthResult, load_pi3, load_video_dit, window_plan
 from .families.ppvd.flops import window_flop
 from .families.ppvd.pipeline import WINDOW, Frames
+from .flicker import FlickerReport, measure_flicker
 from .io import images
 from .io.files import atomic_write
 from .runtime import Precision
-from .temporal import FlickerReport, measure_flicker
 
 ProgressCallback = Callable[[int, int], None]
 DEPTH_FILES = ("png16", "color", "npy", "exr")

@@ -371,9 +371,9 @@ def unaligned_video(windows: torch.Tensor, frames: int) -> torch.Tensor:
 
 
 def flicker_table(frames: int = 24, height: int = 72, width: int = 96) -> list[dict]:
-    """Flicker figures (comfyui_ppd.temporal) of exact, jittered and window-stitched PPD-style depth videos."""
+    """Flicker figures (comfyui_ppd.flicker) of exact, jittered and window-stitched PPD-style depth videos."""
     from comfyui_ppd.families.ppvd import align_windows
-    from comfyui_ppd.temporal import measure_flicker
+    from comfyui_ppd.flicker import measure_flicker
 
     still = ppd_video(still_clip(frames, height, width))
     pan_metric = pan_clip(frames, height, width)[1]

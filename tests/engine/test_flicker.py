@@ -1,4 +1,4 @@
-"""Flicker metric (comfyui_ppd.temporal) on synthetic depth videos of the analytic room (tests/support/scenes.py):
+"""Flicker metric (comfyui_ppd.flicker) on synthetic depth videos of the analytic room (tests/support/scenes.py):
 exact depth scores 0, injected per-frame scale/shift jitter is recovered, PPVD's window alignment removes
 per-window jitter (alone and inside VideoDepthPipeline)."""
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 from comfyui_ppd.align import fit_affine, fit_scale_shift_f32
 from comfyui_ppd.errors import InputError
 from comfyui_ppd.families.ppvd import align_windows
-from comfyui_ppd.temporal import measure_flicker
+from comfyui_ppd.flicker import measure_flicker
 from scenes import (
     WINDOW_JITTER,
     background_mask,
