@@ -1,7 +1,7 @@
 """Edge quality of depth maps: flying pixels without ground truth, edge-aware point-cloud errors with it.
 
 Depth here is depth up to scale (metric, or any positive multiple of it), larger = farther; convert
-PPD's normalised log-depth with ``geometry.metric_depth`` first. Pixel and camera conventions are the
+PPD's normalised log-depth with ``depth3d.metric_depth`` first. Pixel and camera conventions are the
 ones of ``geometry``.
 
 Flying pixels (no ground truth). A pixel is in an *edge band* when the depths in its
@@ -22,8 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .align import fit_affine
-from .errors import InputError
-from .geometry import (
+from .depth3d import (
     _as_map,
     _check_focal,
     _check_kind,
@@ -34,6 +33,7 @@ from .geometry import (
     local_depth_range,
     to_fit_space,
 )
+from .errors import InputError
 
 _PLANE_TOLERANCE = 0.02  # plane-fit residual / mean disparity below which a neighbourhood is one plane
 
@@ -70,7 +70,7 @@ def flying_pixel_ratio(depth: torch.Tensor, focal_px: float, *, mask: torch.Tens
     valid = _pixel_mask(mask, d) & torch.isfinite(d) & (d > 0)
     if not valid.any():
         raise InputError("the depth has no finite positive pixels: convert it to depth first "
-                         "(geometry.metric_depth) or check the mask.")
+                         "(depth3d.metric_depth) or check the mask.")
     edge = depth_edges(d, valid=valid, jump=jump, window=window)
     lo, hi = local_depth_range(d, window, valid)
     position = torch.log(d / lo) / torch.log(hi / lo).clamp_min(1e-12)

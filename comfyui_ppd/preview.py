@@ -5,7 +5,7 @@ import math
 
 import torch
 
-from .geometry import PointCloud
+from .depth3d import PointCloud
 
 
 def splat(u: torch.Tensor, v: torch.Tensor, order: torch.Tensor, colors: torch.Tensor, height: int,

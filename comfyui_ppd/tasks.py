@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import align_to_metric, geometry, imaging, load_geometry_model, metrics, registry
+from . import align_to_metric, depth3d, imaging, load_geometry_model, metrics, registry
 from .checkpoints import Source
 from .encoders.base import ENCODER_EXPECTED, ENCODER_FIX, SemanticEncoder
 from .errors import InputError
@@ -87,7 +87,7 @@ def depth_to_cloud(depth: Tensor, kind: str = "ppd", *, near: float = 1.0, far: 
                    intrinsics: Tensor | None = None, fov_deg: float = 60.0, colors: Tensor | None = None,
                    reference: Tensor | None = None, reference_mask: Tensor | None = None,
                    mask: Tensor | None = None, stride: int = 1, discontinuity_threshold: float = 0.0,
-                   drop_invalid: bool = False) -> tuple[geometry.PointCloud, Tensor, Tensor]:
+                   drop_invalid: bool = False) -> tuple[depth3d.PointCloud, Tensor, Tensor]:
     """A depth map (h,w) of `kind` -> (cloud, metric depth (h,w), intrinsics (3,3)) on its own grid.
 
     Metric scale from a reference depth when given, else PPD's near/far range; the camera is `intrinsics`,
@@ -95,15 +95,15 @@ def depth_to_cloud(depth: Tensor, kind: str = "ppd", *, near: float = 1.0, far: 
     `drop_invalid`: pixels that map to a depth <= 0 or infinite are left out (NaN in the metric depth)
     instead of refusing the image.
     """
-    convert = geometry.metric_depth_dropping if drop_invalid else geometry.metric_depth
+    convert = depth3d.metric_depth_dropping if drop_invalid else depth3d.metric_depth
     converted = convert(depth, kind, near=near, far=far, reference=reference, reference_mask=reference_mask,
                         mask=mask)
     if isinstance(converted, tuple):
         metric, mask, _ = converted                                   # the keep-mask drops the invalid pixels
     else:
         metric = converted
-    K = geometry.camera_intrinsics(*metric.shape, fov_deg=fov_deg) if intrinsics is None else intrinsics
-    cloud = geometry.depth_to_point_cloud(metric, K, colors, mask=mask, stride=stride,
+    K = depth3d.camera_intrinsics(*metric.shape, fov_deg=fov_deg) if intrinsics is None else intrinsics
+    cloud = depth3d.depth_to_point_cloud(metric, K, colors, mask=mask, stride=stride,
                                           discontinuity_threshold=discontinuity_threshold)
     return cloud, metric, K
 
@@ -115,9 +115,9 @@ def evaluate_edges(depth: Tensor, kind: str, focal_px: float, *, near: float = 1
     returns (numbers, heat map (h,w,3)) with flying pixels red over `background` or the depth.
     `drop_invalid`: pixels mapping to a depth <= 0 or infinite are left out (counted in numbers["dropped"])."""
     if drop_invalid:
-        metric, keep, dropped = geometry.metric_depth_dropping(depth, kind, near=near, far=far)
+        metric, keep, dropped = depth3d.metric_depth_dropping(depth, kind, near=near, far=far)
     else:
-        metric, keep, dropped = geometry.metric_depth(depth, kind, near=near, far=far), None, 0
+        metric, keep, dropped = depth3d.metric_depth(depth, kind, near=near, far=far), None, 0
     result = dict(metrics.flying_pixel_ratio(metric, focal_px, mask=keep))
     result["dropped"] = dropped
     if gt is not None:
@@ -179,7 +179,7 @@ def geometry_reference(depth: Tensor, mask: Tensor, size: tuple[int, int]) -> tu
 def metric_geometry_cloud(ppd_depth: Tensor, reference: Tensor, reference_mask: Tensor, intrinsics: Tensor, *,
                           colors: Tensor | None = None, mask: Tensor | None = None, stride: int = 1,
                           discontinuity_threshold: float = 0.0, camera: Tensor | None = None
-                          ) -> tuple[geometry.PointCloud, Tensor, Tensor]:
+                          ) -> tuple[depth3d.PointCloud, Tensor, Tensor]:
     """PPD log-depth (h,w) -> metres by `align_to_metric` against a MoGe-2 depth (any size), unprojected with
     MoGe's normalised intrinsics (3,3) (or the pixel K `camera`) at pixel centres; only pixels valid in MoGe's
     mask (and `mask`). Returns (cloud, metric depth (h,w), pixel intrinsics (3,3)) like `depth_to_cloud`.
@@ -193,7 +193,7 @@ def metric_geometry_cloud(ppd_depth: Tensor, reference: Tensor, reference_mask: 
         valid = valid & (keep > 0.5)
         if not valid.any():
             raise InputError("the mask and MoGe-2's valid pixels do not overlap: no point is left; check the mask.")
-    cloud = geometry.depth_to_point_cloud(metric, K, colors, mask=valid, stride=stride,
+    cloud = depth3d.depth_to_point_cloud(metric, K, colors, mask=valid, stride=stride,
                                           discontinuity_threshold=discontinuity_threshold)
     return cloud, metric, K
 
@@ -205,24 +205,24 @@ def camera_from_geometry(intrinsics: Tensor, height: int, width: int) -> Tensor:
         raise InputError(f"the camera intrinsics are not usable (a finite (3,3) matrix with focal lengths > 0 is "
                          f"needed), got {K.tolist() if K.numel() <= 9 else tuple(K.shape)}: re-run MoGe-2, or set "
                          "the camera by field of view instead.")
-    return geometry.pixel_intrinsics(K, height, width, (height, width))
+    return depth3d.pixel_intrinsics(K, height, width, (height, width))
 
 
-def remove_outliers(cloud: geometry.PointCloud, metric: Tensor, intrinsics: Tensor, *, neighbours: int = 20,
-                    std_ratio: float = 3.0, window: int = 9) -> geometry.PointCloud:
+def remove_outliers(cloud: depth3d.PointCloud, metric: Tensor, intrinsics: Tensor, *, neighbours: int = 20,
+                    std_ratio: float = 3.0, window: int = 9) -> depth3d.PointCloud:
     """The statistical outlier filter (Open3D's rule, neighbours from a window x window image patch) on a cloud."""
     valid = torch.zeros(cloud.height, cloud.width, dtype=torch.bool)
     rows, cols = cloud.pixels[:, 0], cloud.pixels[:, 1]
     valid[rows, cols] = True
-    keep = window_outlier_filter(geometry.depth_to_points(metric.cpu().double(), intrinsics), valid,
+    keep = window_outlier_filter(depth3d.depth_to_points(metric.cpu().double(), intrinsics), valid,
                                  neighbours, std_ratio, window)[rows, cols]
     if not keep.any():
         raise InputError("the outlier filter removed every point: switch it off for this image.")
-    return geometry.PointCloud(cloud.points[keep], cloud.colors[keep], cloud.pixels[keep], cloud.height, cloud.width)
+    return depth3d.PointCloud(cloud.points[keep], cloud.colors[keep], cloud.pixels[keep], cloud.height, cloud.width)
 
 
 def official_metric_cloud(ppd_depth: Tensor, image: Tensor, geometry_out: dict, *, outlier_filter: str = "window"
-                          ) -> geometry.PointCloud:
+                          ) -> depth3d.PointCloud:
     """run_point_cloud.py for one image: PPD depth (h,w) resized bilinear to the image (3,H,W), aligned to MoGe-2's
     metric depth in log(1 + d), unprojected at integer pixel indices with MoGe's K, outlier-filtered."""
     height, width = image.shape[-2:]
@@ -233,7 +233,7 @@ def official_metric_cloud(ppd_depth: Tensor, image: Tensor, geometry_out: dict, 
     if pts.shape[0] == 0:
         raise InputError("no points are left after MoGe-2's mask and the outlier filter.")
     assert colors is not None
-    return geometry.PointCloud(pts.float(), colors, pixels, int(height), int(width))
+    return depth3d.PointCloud(pts.float(), colors, pixels, int(height), int(width))
 # --- video (PPVD) --------------------------------------------------------------------------------------
 def load_video_pipeline(dit: Source, encoder: Source, precision: Precision, *, device: torch.device | str = "cpu",
                         process_size: tuple[int, int] = (512, 512)) -> VideoDepthPipeline:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..comfyui_ppd import geometry
+from ..comfyui_ppd import depth3d
 from ..comfyui_ppd.errors import InputError
 
 
@@ -32,11 +32,11 @@ def intrinsics(packet: dict, height: int, width: int, index: int = 0) -> torch.T
     if K.ndim not in (2, 3):
         raise InputError(f"intrinsics must be (3, 3) or (B, 3, 3), got {tuple(K.shape)}.")
     K = K[batch_index(packet, index)] if K.ndim == 3 else K
-    return geometry.pixel_intrinsics(K, height, width, grid_size(packet, height, width))
+    return depth3d.pixel_intrinsics(K, height, width, grid_size(packet, height, width))
 
 
 def reference(packet: dict, index: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(depth (H, W), valid (H, W) bool) of one image, for `geometry.metric_depth(reference=...)`.
+    """(depth (H, W), valid (H, W) bool) of one image, for `depth3d.metric_depth(reference=...)`.
 
     Valid means inside the packet's mask (when present), finite (core MoGe sets masked pixels to inf)
     and positive.

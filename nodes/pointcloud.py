@@ -2,7 +2,7 @@
 
 PPD_POINTS (a plain dict, CPU tensors): "stride" (int, the grid step the points were taken with) and
 "frames", one dict per image of the batch:
-  cloud       comfyui_ppd.geometry.PointCloud: points (N,3) float32 metres in the OpenCV camera frame
+  cloud       comfyui_ppd.depth3d.PointCloud: points (N,3) float32 metres in the OpenCV camera frame
               (x right, y down, z forward), colors (N,3) in [0,1], pixels (N,2) int64 (row, col) on the
               depth grid, height and width of that grid
   depth       (h,w) metric depth in metres on the depth grid (before the mask and the filter)
@@ -23,7 +23,7 @@ import comfy.model_management as mm
 import folder_paths
 import torch
 
-from ..comfyui_ppd import geometry, imaging, preview, tasks
+from ..comfyui_ppd import depth3d, imaging, preview, tasks
 from ..comfyui_ppd.errors import InputError
 from ..comfyui_ppd.io import meshes
 from . import moge
@@ -42,7 +42,7 @@ DEPTH_KINDS = {"disparity (near = larger)": "disparity", "depth (far = larger)":
 class DepthInput:
     """One depth batch, whatever socket it came from."""
     depth: torch.Tensor            # (B,h,w) in the units of `kind`
-    kind: str                      # "ppd", "depth" or "disparity" (geometry.KINDS)
+    kind: str                      # "ppd", "depth" or "disparity" (depth3d.KINDS)
     input_width: int               # width of the original image, the unit of focal_px
     colours: torch.Tensor | None   # (B,h,w,3) the PPD packet's resized image, or None
 
@@ -105,10 +105,10 @@ def camera(height: int, width: int, input_width: int, fov_deg: float, focal_px: 
            packet: dict | None = None, index: int = 0) -> torch.Tensor:
     """(3,3) intrinsics of the depth grid: focal_px (original-image pixels) > MoGe intrinsics > FOV."""
     if focal_px > 0:  # a field of view spans the whole width at any resolution
-        return geometry.camera_intrinsics(height, width, fov_deg=geometry.fov_from_focal(focal_px, input_width))
+        return depth3d.camera_intrinsics(height, width, fov_deg=depth3d.fov_from_focal(focal_px, input_width))
     if packet is not None and packet.get("intrinsics") is not None:
         return moge.intrinsics(packet, height, width, index)
-    return geometry.camera_intrinsics(height, width, fov_deg=fov_deg)
+    return depth3d.camera_intrinsics(height, width, fov_deg=fov_deg)
 
 
 def per_image(index: int, total: int, work):
@@ -364,7 +364,7 @@ class PPD_SavePointCloud:
         if glb:
             out["glb"] = meshes.write_glb(os.path.join(folder, base + ".glb"), frame["cloud"]).name
         if mesh:
-            m = geometry.depth_to_mesh(frame["depth"], frame["intrinsics"], frame["image"], mask=frame["mask"],
+            m = depth3d.depth_to_mesh(frame["depth"], frame["intrinsics"], frame["image"], mask=frame["mask"],
                                        stride=stride, discontinuity_threshold=threshold)
             out["mesh"] = meshes.write_glb_mesh(os.path.join(folder, base + "mesh.glb"), m.vertices, m.faces,
                                                   m.colors).name

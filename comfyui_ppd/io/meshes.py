@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..depth3d import PointCloud, opencv_to_gltf
 from ..errors import InputError
-from ..geometry import PointCloud, opencv_to_gltf
 from .files import atomic_write
 
 

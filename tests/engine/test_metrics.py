@@ -8,8 +8,8 @@ import torch
 
 import scenes
 from comfyui_ppd import metrics
+from comfyui_ppd.depth3d import local_depth_range
 from comfyui_ppd.errors import InputError
-from comfyui_ppd.geometry import local_depth_range
 
 F_PX = scenes.focal()
 OBJECTS = ["box", "sphere"]

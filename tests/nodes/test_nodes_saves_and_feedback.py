@@ -128,7 +128,7 @@ def test_save_point_cloud_shows_files_points_and_a_preview(pack, comfy_env):
 
 def test_cloud_views_front_keeps_the_nearest_and_top_the_highest(pack):
     views = pack.comfyui_ppd.preview.cloud_views
-    cloud = pack.comfyui_ppd.geometry.PointCloud(
+    cloud = pack.comfyui_ppd.depth3d.PointCloud(
         torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 2.0], [1.0, 1.0, 1.0], [1.0, 0.0, 1.0]]),
         torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1.0, 1.0, 1.0]]), torch.zeros(4, 2), 2, 2)
     img = views(cloud, size=12)                 # 0 m -> pixel round(0.55) = 1, 1 m -> round(0.55 + 9.9) = 10

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from comfyui_ppd import CheckpointError, InputError, align_to_metric, load_geometry_model
 from comfyui_ppd.checkpoints import Checkpoint
+from comfyui_ppd.depth3d import opencv_to_gltf
 from comfyui_ppd.families.moge2 import (
     build_moge2,
     intrinsics_to_pixels,
@@ -33,7 +34,6 @@ from comfyui_ppd.families.moge2.camera import (
     unproject_centres,
 )
 from comfyui_ppd.families.moge2.model import _check_image, metric_geometry, remap_exp
-from comfyui_ppd.geometry import opencv_to_gltf
 from plumbing import require_fixture_dir, tensor_loader
 
 # (atol, rtol[, field]): pass when |ours - ref| <= atol + rtol·|ref| + field·max|ref| at every finite

@@ -94,7 +94,7 @@ def unproject_pixels(depth: Tensor, intrinsic_px: Tensor, mask: Tensor) -> Tenso
     """(N,3) float64 points of the masked pixels, row-major, at INTEGER indices: X = (j - cx)/fx·Z.
 
     The official depth2pcd convention (no +0.5; with cx = W/2 the cloud sits half a pixel off MoGe's
-    pixel-centre unprojection). Use it to reproduce PPD's PLY; `geometry.depth_to_points` uses centres.
+    pixel-centre unprojection). Use it to reproduce PPD's PLY; `depth3d.depth_to_points` uses centres.
     """
     d = _as_map(depth, "depth")
     m = _as_map(mask, "mask").to(d.device).bool()

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import scenes
-from comfyui_ppd import geometry as geo
+from comfyui_ppd import depth3d as geo
 from comfyui_ppd.errors import InputError
 from comfyui_ppd.io import meshes
 from mesh_files import read_glb, read_ply

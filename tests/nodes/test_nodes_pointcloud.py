@@ -288,7 +288,7 @@ def test_wrong_packets_are_refused(nodes):
 
 
 def test_huge_cloud_warning_reaches_the_log_and_summary(pack, nodes, monkeypatch, caplog):
-    engine_geometry = importlib.import_module(pack.__name__ + ".comfyui_ppd.geometry")   # the nodes' own engine
+    engine_geometry = importlib.import_module(pack.__name__ + ".comfyui_ppd.depth3d")   # the nodes' own engine
     monkeypatch.setattr(engine_geometry, "MAX_POINTS_BEFORE_WARNING", 1000)
     with caplog.at_level(logging.WARNING, logger="comfyui_ppd"):
         points, summary = cloud_of(nodes[0], depth_map=box()[None])
