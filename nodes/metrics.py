@@ -13,7 +13,7 @@ from .pointcloud import (
     KIND_INPUT,
     RANGE_INPUTS,
     camera,
-    colour_batch,
+    color_batch,
     per_image,
     pick,
     read_depth,
@@ -64,7 +64,7 @@ class PPD_EdgeMetricPreview:
     def measure(self, depth_kind: str, fov_deg: float, focal_px: float, near: float, far: float, ppd_depth=None,
                 depth_image=None, depth_map=None, gt_depth=None, image=None):
         source = read_depth(ppd_depth, depth_image, depth_map, depth_kind)
-        colours = colour_batch(image) if image is not None else source.colours
+        colors = color_batch(image) if image is not None else source.colors
         truths = to_mask_batch(gt_depth, "gt_depth")
         total = source.depth.shape[0]
         results, heatmaps = [], []
@@ -78,7 +78,7 @@ class PPD_EdgeMetricPreview:
                 if truth is not None:  # the ground truth goes to the depth grid, never the reverse
                     truth = imaging.resize_depth(truth[None, None].float(), tuple(d.shape), "nearest")[0, 0]
                 return tasks.evaluate_edges(d, source.kind, focal, near=near, far=far, gt=truth,
-                                            background=pick(colours, i, total, "image"), drop_invalid=True)
+                                            background=pick(colors, i, total, "image"), drop_invalid=True)
 
             result, heat = per_image(i, total, work)
             results.append(result)

@@ -44,7 +44,7 @@ class DepthInput:
     depth: torch.Tensor            # (B,h,w) in the units of `kind`
     kind: str                      # "ppd", "depth" or "disparity" (depth3d.KINDS)
     input_width: int               # width of the original image, the unit of focal_px
-    colours: torch.Tensor | None   # (B,h,w,3) the PPD packet's resized image, or None
+    colors: torch.Tensor | None   # (B,h,w,3) the PPD packet's resized image, or None
 
 
 def read_depth(ppd_depth, depth_image, depth_map, depth_kind: str) -> DepthInput:
@@ -86,7 +86,7 @@ def to_mask_batch(mask, name: str) -> torch.Tensor | None:
     return mask[None] if mask.ndim == 2 else mask
 
 
-def colour_batch(image) -> torch.Tensor | None:
+def color_batch(image) -> torch.Tensor | None:
     """An IMAGE as (B,H,W,3): alpha dropped, grey repeated (as the Semantic Encoder reads it)."""
     return None if image is None else image_to_bchw(image).movedim(1, -1)
 
@@ -227,7 +227,7 @@ class PPD_DepthToPointCloud:
             if moge_geometry is not None:
                 raise InputError("connect only one of geometry (PPD MoGe-2 Geometry) and moge_geometry (core "
                                  "MoGe): disconnect the other.")
-        colours = colour_batch(image) if image is not None else source.colours
+        colors = color_batch(image) if image is not None else source.colors
         references, masks = to_mask_batch(reference_depth, "reference_depth"), to_mask_batch(mask, "mask")
         total = source.depth.shape[0]
         frames, lines = [], []
@@ -235,7 +235,7 @@ class PPD_DepthToPointCloud:
             mm.throw_exception_if_processing_interrupted()
 
             def work(i=i):
-                colour, keep = pick(colours, i, total, "image"), pick(masks, i, total, "mask")
+                color, keep = pick(colors, i, total, "image"), pick(masks, i, total, "mask")
                 reference, valid = pick(references, i, total, "reference_depth"), None
                 packet = geometry if geometry is not None else moge_geometry
                 if geometry is not None and source.kind == "ppd" and reference is None:
@@ -244,14 +244,14 @@ class PPD_DepthToPointCloud:
                          if focal_px > 0 else None)
                     cloud, metric, K = tasks.metric_geometry_cloud(
                         source.depth[i], geometry["depth"][g], geometry["mask"][g], geometry["intrinsics"][g],
-                        colors=colour, mask=keep, stride=stride, discontinuity_threshold=discontinuity_threshold,
+                        colors=color, mask=keep, stride=stride, discontinuity_threshold=discontinuity_threshold,
                         camera=K)
                 else:
                     if reference is None and packet is not None:
                         reference, valid = moge.reference(packet, i)
                     K = camera(*source.depth[i].shape, source.input_width, fov_deg, focal_px, packet, i)
                     cloud, metric, K = tasks.depth_to_cloud(
-                        source.depth[i], source.kind, near=near, far=far, intrinsics=K, colors=colour,
+                        source.depth[i], source.kind, near=near, far=far, intrinsics=K, colors=color,
                         reference=reference, reference_mask=valid, mask=keep, stride=stride,
                         discontinuity_threshold=discontinuity_threshold, drop_invalid=True)
                 if outlier_filter:
@@ -259,7 +259,7 @@ class PPD_DepthToPointCloud:
                 kept = torch.isfinite(metric)                           # dropped pixels are NaN
                 if keep is not None:
                     kept &= imaging.resize_depth(keep[None, None].float(), tuple(metric.shape), "nearest")[0, 0] > 0.5
-                return {"cloud": cloud, "depth": metric, "intrinsics": K, "image": colour, "mask": kept,
+                return {"cloud": cloud, "depth": metric, "intrinsics": K, "image": color, "mask": kept,
                         "dropped": int(torch.isnan(metric).sum())}
 
             frame, notes = logged_warnings(lambda: per_image(i, total, work))

@@ -14,7 +14,7 @@ from ..comfyui_ppd import imaging, tasks
 from ..comfyui_ppd.errors import InputError
 
 SIZES = ["input", "processing"]
-NORMALISATION = ["per image", "whole batch"]
+NORMALIZATION = ["per image", "whole batch"]
 PREVIEW_SIDE = 1024     # previews are for the eye: at most this long side, fast PNG compression
 PNG16_COMPRESSION = 1   # zlib level for the 16-bit PNG: ~2x faster than PIL's 6 for a few % more bytes
 
@@ -83,7 +83,7 @@ class PPD_DepthRender:
                 "default": "spectral",
                 "tooltip": "Colour map for mode 'colormap'. spectral is the official PPD look "
                            "(near red, far violet)."}),
-            "normalization": (NORMALISATION, {
+            "normalization": (NORMALIZATION, {
                 "default": "per image",
                 "tooltip": "per image: each image uses its full range. whole batch: one range for all frames, "
                            "so video does not flicker."}),

@@ -48,10 +48,10 @@ def moge(pack):
     return importlib.import_module(pack.__name__ + ".nodes.moge")
 
 
-def test_moge_intrinsics_normalised_and_pixel_forms_agree(moge):
+def test_moge_intrinsics_normalized_and_pixel_forms_agree(moge):
     f = geo.focal_from_fov(60.0, W)
-    normalised = torch.tensor([[[f / W, 0, 0.5], [0, f / H, 0.5], [0, 0, 1]]], dtype=torch.float32)
-    packet = {"intrinsics": normalised, "depth": torch.ones(1, H, W)}
+    normalized = torch.tensor([[[f / W, 0, 0.5], [0, f / H, 0.5], [0, 0, 1]]], dtype=torch.float32)
+    packet = {"intrinsics": normalized, "depth": torch.ones(1, H, W)}
     # float32 intrinsics of a few hundred pixels (focal ~ W): one float32 step there is ~3e-5; 1e-4 ~ 3 steps
     assert torch.allclose(moge.intrinsics(packet, H, W), K(), atol=1e-4)
     # pixel intrinsics of a half-size MoGe grid, used for a full-size depth map

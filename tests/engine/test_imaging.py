@@ -327,8 +327,8 @@ def png_ihdr(path) -> tuple[int, int, int, int]:
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
     assert zlib.crc32(data[12:29]) == struct.unpack(">I", data[29:33])[0]
-    w, h, depth, colour = struct.unpack(">IIBB", data[16:26])
-    return w, h, depth, colour
+    w, h, depth, color = struct.unpack(">IIBB", data[16:26])
+    return w, h, depth, color
 
 
 def test_write_png16(tmp_path):

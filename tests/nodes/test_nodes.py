@@ -97,7 +97,7 @@ def test_model_goes_through_the_memory_manager(pack, comfy_env, monkeypatch):
     assert calls and calls[0][0] == [model.patcher] and calls[0][1] > 0 and calls[0][2]["force_full_load"]
 
 
-def test_render_modes_and_batch_normalisation(pack, depth_packet):
+def test_render_modes_and_batch_normalization(pack, depth_packet):
     _, _, (depth, _) = depth_packet
     base = depth["depth"][:1]
     packet = {**depth, "depth": torch.cat([base, base * 0.5 + 0.3])}   # frame 2 = affine copy of frame 1
@@ -113,8 +113,8 @@ def test_render_modes_and_batch_normalisation(pack, depth_packet):
     # masks in [0,1] that sum to 1: one float32 rounding (6e-8); atol 1e-6
     assert cn.shape == (2, 40, 60, 3) and torch.allclose(cn_mask[0] + render.render(
         packet, "depth", "spectral", "per image", "input")[1][0], torch.ones(40, 60), atol=1e-6)
-    colour, _ = render.render(packet, "colormap", "turbo", "per image", "processing")
-    assert not torch.allclose(colour[..., 0], colour[..., 2])
+    color, _ = render.render(packet, "colormap", "turbo", "per image", "processing")
+    assert not torch.allclose(color[..., 0], color[..., 2])
 
 
 def test_save_writes_numbered_files_and_never_overwrites(pack, depth_packet, comfy_env):
