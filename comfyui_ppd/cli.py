@@ -8,12 +8,13 @@ from pathlib import Path
 
 import torch
 
-from . import catalogue, download, imaging, registry, runtime, tasks
+from . import catalogue, download, imaging, registry, runtime
 from .batch.inputs import Item
 from .batch.ppd import PPDProcessor, PredictOptions
 from .batch.runner import Summary
 from .checkpoints import load_strict, read_checkpoint
 from .errors import CheckpointError, InputError, PPDError, error_message
+from .families.ppvd import steps as video_steps
 from .io.files import atomic_write, check_writable
 from .progress import ConsoleProgress
 
@@ -200,7 +201,7 @@ def video_size(text: str) -> tuple[int, int]:
 def video_outputs(args: argparse.Namespace, out_dir: Path, stem: str) -> list[Path]:
     """The files that mark a finished video: the preview and the .npz (written after the PNG sequence), and the
     flicker report with --flicker."""
-    paths = tasks.video_output_paths(out_dir, stem, 0)
+    paths = video_steps.video_output_paths(out_dir, stem, 0)
     extra = [out_dir / f"{stem}_flicker.json", out_dir / f"{stem}_flicker.txt"] if args.flicker else []
     return [Path(str(paths["preview"])), Path(str(paths["npz"])), *extra]
 
@@ -220,11 +221,11 @@ def predict_videos(args: argparse.Namespace, items: list[Item], dit_path: Path, 
     if not todo:
         return summary
     device = runtime.pick_device(args.device)
-    pipe = tasks.load_video_pipeline(dit_path, enc_path, runtime.precision(args.precision, device), device=device,
+    pipe = video_steps.load_video_pipeline(dit_path, enc_path, runtime.precision(args.precision, device), device=device,
                                      process_size=args.process_size)
     for n, item in enumerate(todo, 1):
         try:
-            done = tasks.predict_video_file(
+            done = video_steps.predict_video_file(
                 pipe, item.path, out / item.stem.parent, stem=item.stem.name, steps=args.steps, seed=args.seed,
                 overwrite=args.overwrite, flicker=args.flicker,
                 progress=ConsoleProgress(f"[{n}/{len(todo)}] {item.path.name}", args.progress),

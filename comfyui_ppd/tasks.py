@@ -5,12 +5,10 @@ Plain tensors in and out ((B,C,H,W) images, (h,w) depth maps, file paths); calle
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -23,12 +21,7 @@ from .families.ppd import EXPECTED as DIT_EXPECTED
 from .families.ppd import FIX as DIT_FIX
 from .families.ppd.dit import PPDDiT
 from .families.ppd.pipeline import DepthResult, PPDPipeline, Prepared
-from .families.ppvd import Pi3Semantics, VideoDepthPipeline, VideoDepthResult, load_pi3, load_video_dit, window_plan
-from .families.ppvd.flops import window_flop
-from .families.ppvd.pipeline import WINDOW, Frames
-from .flicker import FlickerReport, measure_flicker
 from .io import images
-from .io.files import atomic_write
 from .runtime import Precision
 
 ProgressCallback = Callable[[int, int], None]
@@ -234,150 +227,3 @@ def official_metric_cloud(ppd_depth: Tensor, image: Tensor, geometry_out: dict, 
         raise InputError("no points are left after MoGe-2's mask and the outlier filter.")
     assert colors is not None
     return depth3d.PointCloud(pts.float(), colors, pixels, int(height), int(width))
-# --- video (PPVD) --------------------------------------------------------------------------------------
-def load_video_pipeline(dit: Source, encoder: Source, precision: Precision, *, device: torch.device | str = "cpu",
-                        process_size: tuple[int, int] = (512, 512)) -> VideoDepthPipeline:
-    """The video DiT (ppvd.pth) and Pi3 (pi3.safetensors) in the policy's weight dtype, run under its autocast;
-    image-model files are refused with their advice (use the image nodes)."""
-    w = precision.weights
-    return VideoDepthPipeline(load_video_dit(dit, device, w), load_pi3(encoder, device, w),
-                              process_size=process_size, autocast=precision.autocast)
-
-
-def video_noise(pipe: VideoDepthPipeline, seed: int) -> Tensor:
-    """The (16,1,h,w) initial latent every window starts from, drawn on the CPU so a seed means the same noise
-    on every device."""
-    return torch.randn((WINDOW, 1, *pipe.process_size), generator=torch.Generator().manual_seed(seed))
-
-
-def predict_video(pipe: VideoDepthPipeline, frames: Frames, *, steps: int = 4, seed: int = 0,
-                  progress: ProgressCallback | None = None) -> VideoDepthResult:
-    """Depth (N,1,H,W) for frames (N,3,H,W) RGB in [0,1] (or a sequence of (3,H,W)), aligned across windows;
-    `progress(done, total)` after every DiT evaluation (windows x evaluations) may raise to stop."""
-    return pipe.run(frames, steps, noise=video_noise(pipe, seed), callback=progress)
-
-
-def matmul_rate(device: torch.device) -> float:
-    """FLOP/s of a 512x512 fp32 matmul on `device`, measured now (a few ms)."""
-    a = torch.ones(512, 512, device=device)
-    a @ a                                                                                # warm-up
-    start = time.perf_counter()
-    for _ in range(4):
-        a @ a
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return 4 * 2 * 512 ** 3 / max(time.perf_counter() - start, 1e-9)
-
-
-def video_seconds(pipe: VideoDepthPipeline, num_frames: int, steps: int = 4) -> float:
-    """A rough run time: the clip's FLOP (families/ppvd/flops.py) over this device's measured matmul rate."""
-    h, w = pipe.process_size
-    per_window = window_flop(pipe.dit.config, cast(Pi3Semantics, pipe.encoder).config, h, w, steps)
-    return len(window_plan(num_frames)) * per_window / matmul_rate(pipe.device)
-
-
-def long_video_warning(pipe: VideoDepthPipeline, num_frames: int, steps: int = 4,
-                       limit_s: float = 600.0) -> str | None:
-    """A warning with a time estimate when a clip would take more than `limit_s` on a CPU; None otherwise."""
-    if pipe.device.type != "cpu":
-        return None
-    seconds = video_seconds(pipe, num_frames, steps)
-    if seconds <= limit_s:
-        return None
-    return (f"PPD video: {num_frames} frames on the CPU will take roughly {_duration(seconds)} "
-            f"({len(window_plan(num_frames))} windows of 16 frames, {steps} steps each). A GPU is ~100x faster; "
-            "fewer frames, fewer steps or a smaller process size also help. Cancel stops between steps.")
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def flicker_report(depth: Tensor) -> FlickerReport | None:
-    """Flicker figures of a depth video (every pixel treated as static: right for a still camera; a moving
-    camera's figure includes real depth change); None for a single frame."""
-    return measure_flicker(depth) if depth.shape[0] >= 2 else None
-
-
-def flicker_text(report: FlickerReport | None) -> tuple[str, str]:
-    """(one-line summary, per-frame values as lines 'frame  log-scale  shift  change  residual')."""
-    if report is None:
-        return "flicker: one frame, nothing to compare", ""
-    lines = ["frame\tlog_scale_vs_frame0\tshift_vs_frame0\tchange_to_previous\tresidual_to_previous"]
-    for t in range(len(report.frame_log_scale)):
-        change = f"{report.change[t - 1].item():.6g}" if t else ""
-        residual = f"{report.residual[t - 1].item():.6g}" if t else ""
-        lines.append(f"{t}\t{report.frame_log_scale[t].item():.6g}\t{report.frame_shift[t].item():.6g}\t"
-                     f"{change}\t{residual}")
-    return report.summary, "\n".join(lines)
-
-
-def video_output_paths(out_dir: Path, stem: str, num_frames: int) -> dict[str, Path | list[Path]]:
-    """Where save_video_depth writes: a 16-bit PNG per frame in <stem>_depth16/, the colour preview .mp4 and
-    the raw depth .npz."""
-    folder = out_dir / f"{stem}_depth16"
-    return {"png16": [folder / f"{stem}_{i:05d}.png" for i in range(num_frames)],
-            "preview": out_dir / f"{stem}_depth_color.mp4", "npz": out_dir / f"{stem}_depth.npz"}
-
-
-def save_video_depth(depth: Tensor, out_dir: Path, stem: str, *, fps: float, overwrite: bool = False,
-                     preview: bool = True) -> dict[str, Path | list[Path]]:
-    """Write a depth video (N,1,H,W): 16-bit PNGs (near = white) and the colour-mapped preview, both normalised
-    over the whole clip (no flicker from normalisation), and the raw float32 depth as <stem>_depth.npz
-    (`depth` (N,H,W), `fps`). Every file is written atomically."""
-    from .io.video import write_video
-    paths = video_output_paths(out_dir, stem, depth.shape[0])
-    grey = imaging.normalize_depth(depth.float().cpu(), per_image=False)                  # far = 1, whole clip
-    for i, path in enumerate(cast(list[Path], paths["png16"])):
-        images.write_png16(path, (1 - grey[i, 0]).numpy(), overwrite=overwrite)
-    if preview:
-        rgb = ((imaging.colormap(g[0], "spectral") * 255).round().byte().numpy() for g in grey)
-        write_video(cast(Path, paths["preview"]), rgb, fps, overwrite=overwrite)
-    else:
-        paths.pop("preview")
-
-    def npz(f) -> None:
-        np.savez(f, depth=depth[:, 0].float().cpu().numpy(), fps=np.float32(fps))
-
-    atomic_write(cast(Path, paths["npz"]), npz, overwrite=overwrite)
-    return paths
-
-
-def predict_video_file(pipe: VideoDepthPipeline, path: Path, out_dir: Path, *, steps: int = 4, seed: int = 0,
-                       overwrite: bool = False, flicker: bool = False, progress: ProgressCallback | None = None,
-                       warn: Callable[[str], None] | None = None, stem: str | None = None) -> dict:
-    """Decode a video file, predict its depth and write save_video_depth's files (and <stem>_flicker.json /
-    .txt with `flicker`) named after `stem` (default the file's). Existing outputs are refused before any work,
-    so nothing is written half-way."""
-    import json
-
-    from .io.video import read_video
-    stem = stem or path.stem
-    frames = read_video(path)
-    paths = video_output_paths(out_dir, stem, len(frames))
-    extra = {"flicker_json": out_dir / f"{stem}_flicker.json",
-             "flicker_txt": out_dir / f"{stem}_flicker.txt"} if flicker else {}
-    every = [*cast(list[Path], paths["png16"]), cast(Path, paths["preview"]), cast(Path, paths["npz"]),
-             *extra.values()]
-    existing = [p for p in every if p.exists()]
-    if existing and not overwrite:
-        raise InputError(f"{len(existing)} output file(s) already exist (e.g. {existing[0]}); pass --overwrite "
-                         "or choose another --out folder.")
-    note = long_video_warning(pipe, len(frames), steps)
-    if note and warn is not None:
-        warn(note)
-    result = predict_video(pipe, frames, steps=steps, seed=seed, progress=progress)
-    written = save_video_depth(result.depth, out_dir, stem, fps=frames.fps, overwrite=overwrite)
-    out: dict = {"frames": len(frames), "size": frames.size, "fps": frames.fps, "paths": written}
-    if flicker:
-        report = flicker_report(result.depth)
-        summary, table = flicker_text(report)
-        data = {"summary": summary, **(report.as_dict() if report is not None else {})}
-        atomic_write(extra["flicker_json"], lambda f: f.write(json.dumps(data, indent=1).encode()), overwrite)
-        atomic_write(extra["flicker_txt"], lambda f: f.write((summary + "\n\n" + table + "\n").encode()), overwrite)
-        out.update(flicker=summary, paths={**written, **extra})
-    return out

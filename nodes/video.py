@@ -12,9 +12,10 @@ import comfy.model_management as mm
 import comfy.model_patcher
 import torch
 
-from ..comfyui_ppd import catalogue, imaging, runtime, tasks
+from ..comfyui_ppd import catalogue, imaging, runtime
 from ..comfyui_ppd.errors import InputError
 from ..comfyui_ppd.families.ppvd import Pi3Semantics, VideoDepthPipeline, VideoDiT, window_plan
+from ..comfyui_ppd.families.ppvd import steps as video_steps
 from ..comfyui_ppd.sampling import sampling_timesteps
 from .depth import image_to_bchw, progress
 from .model import model_choices, model_paths
@@ -106,7 +107,7 @@ class PPD_LoadVideoModel:
     def load(self, dit_name: str, encoder_name: str, precision: str):
         device, offload = mm.get_torch_device(), mm.unet_offload_device()
         paths = model_paths({"video_dit": dit_name, "video_encoder": encoder_name})
-        pipeline = tasks.load_video_pipeline(paths["video_dit"], paths["video_encoder"],
+        pipeline = video_steps.load_video_pipeline(paths["video_dit"], paths["video_encoder"],
                                              runtime.precision(precision, device), device=offload)
         container = PPVDModel(pipeline.dit, pipeline.encoder)
         patcher = comfy.model_patcher.ModelPatcher(container, load_device=device, offload_device=offload,
@@ -163,17 +164,17 @@ class PPD_VideoDepth:
         n, _, h, w = x.shape
         pipe = video_model.at_size(process_height, process_width)
         notes = []
-        warning = tasks.long_video_warning(pipe, n, steps)
+        warning = video_steps.long_video_warning(pipe, n, steps)
         if warning:
             log.warning(warning)
             notes.append(warning)
         video_model.load(pipe)
         total = len(window_plan(n)) * len(sampling_timesteps(steps))
-        result = tasks.predict_video(pipe, x, steps=steps, seed=seed, progress=progress(total, unique_id))
+        result = video_steps.predict_video(pipe, x, steps=steps, seed=seed, progress=progress(total, unique_id))
         depth = result.depth
         packet = {"depth": depth, "spread": None, "image": x.cpu(), "input_size": (h, w), "kind": "ppd"}
         rgb, _ = imaging.render_depth(depth, "controlnet", per_image=False)
-        summary, table = tasks.flicker_text(tasks.flicker_report(depth))
+        summary, table = video_steps.flicker_text(video_steps.flicker_report(depth))
         text = "\n".join([*notes, f"{n} frames {w}x{h}, {len(result.windows)} window(s) at "
                           f"{process_width}x{process_height}, {steps} steps; {summary}"])
         return {"ui": {"text": [text]},
@@ -205,8 +206,8 @@ class PPD_FlickerMetric:
     def measure(self, ppd_depth):
         if not isinstance(ppd_depth, dict) or "depth" not in ppd_depth:
             raise InputError("expected a PPD_DEPTH packet from PPD Video Depth or PPD Depth Sampler.")
-        report = tasks.flicker_report(ppd_depth["depth"])
-        summary, table = tasks.flicker_text(report)
+        report = video_steps.flicker_report(ppd_depth["depth"])
+        summary, table = video_steps.flicker_text(report)
         nan = float("nan")
         change = report.percent_of_range(report.mean_change) if report else nan
         jump = 100 * report.scale_jump if report else nan

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from comfyui_ppd import CheckpointError, load_dit, load_semantic_encoder, registry, runtime, tasks
+from comfyui_ppd.families.ppvd import steps as video_steps
 from plumbing import fixture_json
 from tiny_models import tiny_da2_state_dict, tiny_dit_state_dict, tiny_moge_checkpoint
 
@@ -50,7 +51,7 @@ def test_video_dit_given_to_the_image_loader_says_use_the_video_nodes(tmp_path):
 
 def test_image_dit_given_to_the_video_loader_says_use_the_image_nodes(tmp_path):
     torch.save(tiny_dit_state_dict(), tmp_path / "ppvd.pth")
-    msg = _error(tasks.load_video_pipeline, tmp_path / "ppvd.pth", tmp_path / "unused.safetensors",
+    msg = _error(video_steps.load_video_pipeline, tmp_path / "ppvd.pth", tmp_path / "unused.safetensors",
                  runtime.precision("fp32", "cpu"))
     assert "ppvd.pth" in msg and "image model (PPD); use the image nodes" in msg
 

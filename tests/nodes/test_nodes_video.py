@@ -110,7 +110,7 @@ def test_a_list_of_same_size_batches_is_one_clip(pack, video_model):
 
 
 def test_long_clip_on_cpu_warns_with_an_estimate(pack, comfy_env, video_model, monkeypatch, caplog):
-    pack_tasks = pack.comfyui_ppd.tasks                       # the pack's own engine copy, as the node uses it
+    pack_tasks = pack.comfyui_ppd.families.ppvd.steps         # the pack's own engine copy, as the node uses it
     monkeypatch.setattr(pack_tasks, "video_seconds", lambda pipe, n, steps=4: 7200.0)
     with caplog.at_level(logging.WARNING, logger="comfyui_ppd"):
         ui, (_, _, summary, _) = run(pack, video_model, frames(2))
@@ -120,7 +120,7 @@ def test_long_clip_on_cpu_warns_with_an_estimate(pack, comfy_env, video_model, m
 
 def test_time_estimate_is_flop_over_measured_rate(pack, video_model, monkeypatch):
     """video_seconds = windows x window FLOP / the measured matmul rate (1-16 frames: 1 window; 17-29: 2)."""
-    tasks = pack.comfyui_ppd.tasks
+    tasks = pack.comfyui_ppd.families.ppvd.steps
     from comfyui_ppd.families.ppvd.flops import window_flop
     pipe = video_model.at_size(32, 64)
     assert tasks.matmul_rate(pipe.device) > 0
