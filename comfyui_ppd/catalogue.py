@@ -1,79 +1,78 @@
-"""The model catalogue: the official files (names, roles, URLs, pairings) and where we look for them."""
+"""The model catalogue: the official files (declared by the families) and where we look for them."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
+from . import registry
 from .errors import CheckpointError
+from .family import SLOTS, ModelFile
 
 ENV_VAR = "PPD_MODELS_DIR"
-ROLES = ("dit", "encoder", "video_dit", "video_encoder")
-OFFICIAL_REPO = "https://github.com/gangweix/pixel-perfect-depth"
 _HINT = "or run again with --download to fetch it automatically"
 
 
-@dataclass(frozen=True)
-class ModelFile:
-    """One official weight file: its name on disk, what it is for, and where to get it."""
+class _Derived(Mapping):
+    """A read-only mapping computed from the registry on every access, so a registered family shows at once."""
 
-    name: str  # file name on disk
-    role: str  # "dit" | "encoder" (image model) | "video_dit" | "video_encoder" (video model, PPVD)
-    semantics: str  # "da2" | "moge2" | "pi3": which semantic encoder the DiT was trained with / this encoder is
-    url: str | None  # None: no direct link, see note
-    approx_size: str  # approximate, for the user's information only; never checked
-    note: str
+    def __init__(self, make: Callable[[], dict]) -> None:
+        self._make = make
 
+    def __getitem__(self, key):
+        return self._make()[key]
 
-OFFICIAL_FILES: dict[str, ModelFile] = {f.name: f for f in (
-    ModelFile("ppd.pth", "dit", "da2",
-              "https://huggingface.co/gangweix/Pixel-Perfect-Depth/resolve/main/ppd.pth",
-              "~2.0 GB",
-              "Pixel-Perfect Depth DiT trained with Depth Anything v2 semantics "
-              "(499,842,112 parameters, fp32). Pair it with depth_anything_v2_vitl.pth."),
-    ModelFile("depth_anything_v2_vitl.pth", "encoder", "da2",
-              "https://huggingface.co/depth-anything/Depth-Anything-V2-Large/resolve/main/"
-              "depth_anything_v2_vitl.pth",
-              "~1.3 GB",
-              "Depth Anything v2 ViT-L: the semantic encoder for ppd.pth."),
-    ModelFile("moge2_vitl_normal.pt", "encoder", "moge2",
-              "https://huggingface.co/Ruicheng/moge-2-vitl-normal/resolve/main/model.pt",
-              "~1.3 GB",
-              "MoGe-2 ViT-L (normal) published as model.pt; saved under this name so it is "
-              "recognisable. The semantic encoder for ppd_moge.pth, and the geometry model (metric "
-              "depth, camera, normals) of the MoGe-2 nodes and `predict --metric`."),
-    ModelFile("ppd_moge.pth", "dit", "moge2", None,
-              "~2.0 GB",
-              "Pixel-Perfect Depth DiT trained with MoGe-2 semantics. It is only on Google Drive "
-              f"(no direct link): download it from the link in the official README ({OFFICIAL_REPO}) "
-              "and place it in the models folder as ppd_moge.pth. Pair it with moge2_vitl_normal.pt."),
-    ModelFile("ppvd.pth", "video_dit", "pi3", None,
-              "~2.2 GB",
-              "Pixel-Perfect Video Depth (PPVD) video DiT (561,754,944 parameters with pos_embed). It is only "
-              f"on Google Drive (no direct link): open the video-model link in the official README "
-              f"({OFFICIAL_REPO}) in a browser, confirm Google Drive's \"can't scan this file for viruses\" page "
-              "with \"Download anyway\", and place the file in the models folder as ppvd.pth. A small HTML file "
-              "saved under that name is that web page, not the model. Pair it with pi3.safetensors."),
-    ModelFile("pi3.safetensors", "video_encoder", "pi3",
-              "https://huggingface.co/yyfz233/Pi3/resolve/main/model.safetensors",
-              "~3.8 GB",
-              "Pi3 (published as model.safetensors; saved under this name so it is recognisable): the "
-              "semantic encoder of the video model ppvd.pth. Only its encoder and decoder are used "
-              "(757,923,840 parameters); the point, confidence and camera heads are skipped."),
-)}
+    def __iter__(self) -> Iterator:
+        return iter(self._make())
 
-DEFAULT_NAMES = {"dit": "ppd.pth", "encoder": "depth_anything_v2_vitl.pth", "geometry": "moge2_vitl_normal.pt",
-                 "video_dit": "ppvd.pth", "video_encoder": "pi3.safetensors"}
-DEFAULT_ENCODER = {"da2": "depth_anything_v2_vitl.pth", "moge2": "moge2_vitl_normal.pt"}
+    def __len__(self) -> int:
+        return len(self._make())
+
+    def __repr__(self) -> str:
+        return repr(self._make())
 
 
-def semantics_from_name(name: str) -> str | None:
-    """The semantics a DiT file was probably trained with, from its name alone ("moge" -> moge2, "ppd*" -> da2).
+def _official_files() -> dict[str, ModelFile]:
+    found: dict[str, ModelFile] = {}
+    for family in registry.families():
+        for f in family.files:
+            if found.setdefault(f.name, f) != f:
+                raise ValueError(f"two different official files named {f.name} ({family.name})")
+    return found
 
-    A hint for pairing only (a warning on mismatch): families are always detected from the keys.
-    """
-    name = name.lower()
-    return "moge2" if "moge" in name else "da2" if name.startswith("ppd") else None
+
+def _default_names() -> dict[str, str]:
+    return {slot: f.name for f in _official_files().values() for slot in f.defaults}
+
+
+# Every official file by name, and the default file name of each slot: both declared by the families.
+OFFICIAL_FILES: Mapping[str, ModelFile] = _Derived(_official_files)
+DEFAULT_NAMES: Mapping[str, str] = _Derived(_default_names)
+
+
+def slot_of(name: str | Path | None) -> str | None:
+    """The first slot of an official file name (ppd.pth -> dit, ppvd.pth -> video_dit), else None."""
+    entry = OFFICIAL_FILES.get(Path(name).name) if name else None
+    return entry.slots[0] if entry else None
+
+
+def encoder_for(dit_name: str | Path, slot: str = "dit") -> str | None:
+    """The default encoder file for a DiT file name: the official file's semantics, else a family's guess from
+    the name, matched to the official file of that semantics in the DiT's encoder slot."""
+    name = Path(dit_name).name
+    entry = OFFICIAL_FILES.get(name)
+    for family in (f for f in registry.families() if f.slot == slot):
+        semantics = entry.semantics if entry else family.semantics_of({}, name)[0]
+        match = [f.name for f in OFFICIAL_FILES.values() if f.semantics == semantics and family.encoder_slot in f.slots]
+        if semantics and match:
+            return next((n for n in match if n == DEFAULT_NAMES.get(family.encoder_slot)), match[0])
+    return None
+
+
+def video_slots() -> tuple[str, str] | None:
+    """(DiT slot, encoder slot) of the video model (the first family that predicts clips), or None."""
+    family = next((f for f in registry.families() if f.video), None)
+    return (family.slot, family.encoder_slot) if family else None
 
 
 # ----------------------------------------------------------------------------------- lookup
@@ -137,8 +136,8 @@ def _missing(name: str, role: str, dirs: list[Path]) -> CheckpointError:
         if entry.url is None:
             fix += f" Target folder: {dirs[0]}."
     else:
-        options = "; ".join(f"{f.name} ({f.url or 'Google Drive, see ' + OFFICIAL_REPO})"
-                            for f in OFFICIAL_FILES.values() if f.role == role)
+        options = "; ".join(f"{f.name} ({f.url or 'Google Drive, see ' + f.page})"
+                            for f in OFFICIAL_FILES.values() if role in f.slots)
         fix = (f"Check the file name, or use an official {role} file: {options}. "
                f"Place it in {dirs[0]}, {_HINT} (official files only).")
     found = f"no such file in {searched} (searched in this order)"
@@ -153,8 +152,8 @@ def find_model(name_or_path: str | Path | None, role: str, *, explicit: str | Pa
     With nothing given, the role's default file wins, else the one official file of that role that is
     present. Missing files raise CheckpointError saying where we looked and where to download from.
     """
-    if role not in ROLES:
-        raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+    if role not in SLOTS:
+        raise ValueError(f"role must be one of {tuple(SLOTS)}, got {role!r}")
     dirs = models_dirs(explicit, start=start)
     if name_or_path:
         given = Path(name_or_path).expanduser()
@@ -169,7 +168,7 @@ def find_model(name_or_path: str | Path | None, role: str, *, explicit: str | Pa
             raise _missing(given.name, role, dirs)
         return hit
     default = DEFAULT_NAMES[role]
-    for name in [default] + [f.name for f in OFFICIAL_FILES.values() if f.role == role and f.name != default]:
+    for name in [default] + [f.name for f in OFFICIAL_FILES.values() if role in f.slots and f.name != default]:
         hit = next((d / name for d in dirs if (d / name).is_file()), None)
         if hit is not None:
             return hit

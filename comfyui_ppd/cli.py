@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -12,11 +11,13 @@ from . import catalogue, download, imaging, registry, runtime
 from .batch.inputs import Item
 from .batch.ppd import PPDProcessor, PredictOptions
 from .batch.runner import Summary
-from .checkpoints import load_strict, read_checkpoint
+from .checkpoints import load_strict
 from .errors import CheckpointError, InputError, PPDError, error_message
 from .families.ppvd import steps as video_steps
+from .family import Family
 from .io.files import atomic_write, check_writable
 from .progress import ConsoleProgress
+from .reader import read_checkpoint
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -59,17 +60,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if video_model is not None:
         summary.notes.append(f"videos: the video model ({video_model[0].name} + {video_model[1].name})")
     elif videos:
+        video_files = [catalogue.DEFAULT_NAMES[s] for s in catalogue.video_slots() or ()
+                       if s in catalogue.DEFAULT_NAMES]
+        video_dit = video_files[0] if video_files else "the video DiT"
         chosen = " ".join(f"--{flag} {name}" for flag, name in (("model", args.model), ("encoder", args.encoder))
                           if name)
         if chosen:                        # find_video_model gives None only because an image model was named
             summary.notes.append(f"videos: the image model per frame ({chosen} chose the image model; "
-                                 "--model ppvd.pth runs the video model)")
+                                 f"--model {video_dit} runs the video model)")
         else:
-            summary.notes.append("videos: the image model per frame (the video model, ppvd.pth + pi3.safetensors, "
+            summary.notes.append(f"videos: the image model per frame (the video model, {' + '.join(video_files)}, "
                                  "was not found)")
         if args.flicker:
-            get = ("drop " + chosen + " or pass --model ppvd.pth" if chosen else
-                   "put ppvd.pth and pi3.safetensors in the models folder; see README, Models")
+            get = (f"drop {chosen} or pass --model {video_dit}" if chosen else
+                   f"put {' and '.join(video_files)} in the models folder; see README, Models")
             summary.notes.append(f"--flicker: not computed, it needs the video model ({get})")
     summary.add(Summary(total=len(refused), failed=refused))
     print(summary.format())
@@ -89,31 +93,26 @@ def files_to_download(args: argparse.Namespace, videos: bool) -> list[str] | Non
     except PPDError:
         dit = catalogue.DEFAULT_NAMES["dit"]
         names = [dit]
-    wanted = [catalogue.DEFAULT_ENCODER.get(catalogue.semantics_from_name(dit) or "", "")]
+    wanted = [(catalogue.encoder_for(dit) or "", "encoder")]
     if args.metric or args.normals:
-        wanted.append(args.geometry_model or catalogue.DEFAULT_ENCODER["moge2"])
-    for name in wanted:
+        wanted.append((args.geometry_model or catalogue.DEFAULT_NAMES["geometry"], "geometry"))
+    for name, slot in wanted:
         try:
-            catalogue.find_model(name, "encoder", explicit=args.models_dir)
+            catalogue.find_model(name, slot, explicit=args.models_dir)
         except PPDError:
             names.append(name)
     return names
-
-
-def _official_role(name: str | None) -> str | None:
-    """The catalogue role of an official file name (ppd.pth -> dit, ppvd.pth -> video_dit), else None."""
-    entry = catalogue.OFFICIAL_FILES.get(Path(name).name) if name else None
-    return entry.role if entry else None
 
 
 def _named_for(args: argparse.Namespace, *, video: bool) -> tuple[str | None, str | None]:
     """(--model, --encoder) as they apply to the video or the image model. Once one flag names an official video
     file, the other (unless it names an official image file) is the video model's too: `--model ppvd.pth
     --encoder my_pi3_fp16.safetensors` runs that encoder on videos, and images take the default files."""
-    roles = (_official_role(args.model), _official_role(args.encoder))
-    is_video = any(r in ("video_dit", "video_encoder") for r in roles)
-    model, encoder = (name if (is_video and role not in ("dit", "encoder")) == video else None
-                      for name, role in zip((args.model, args.encoder), roles))
+    video_slots = catalogue.video_slots() or ()
+    slots = (catalogue.slot_of(args.model), catalogue.slot_of(args.encoder))
+    is_video = any(s in video_slots for s in slots)
+    model, encoder = (name if (is_video and (slot is None or slot in video_slots)) == video else None
+                      for name, slot in zip((args.model, args.encoder), slots))
     return model, encoder
 
 
@@ -121,16 +120,19 @@ def find_video_model(args: argparse.Namespace) -> tuple[Path, Path] | None:
     """(ppvd.pth, pi3.safetensors) when the video model is available, else None (the image model per frame).
 
     --model/--encoder naming image files choose the image model; naming video files requires them."""
-    roles = [_official_role(n) for n in (args.model, args.encoder) if n]
-    if any(r in ("video_dit", "video_encoder") for r in roles):     # named: missing files are errors
+    video_slots = catalogue.video_slots()
+    if video_slots is None:                                         # no registered family predicts clips
+        return None
+    dit_slot, encoder_slot = video_slots
+    if any(catalogue.slot_of(n) in video_slots for n in (args.model, args.encoder) if n):  # named: missing = error
         model, encoder = _named_for(args, video=True)
-        return (catalogue.find_model(model, "video_dit", explicit=args.models_dir),
-                catalogue.find_model(encoder, "video_encoder", explicit=args.models_dir))
+        return (catalogue.find_model(model, dit_slot, explicit=args.models_dir),
+                catalogue.find_model(encoder, encoder_slot, explicit=args.models_dir))
     if args.model or args.encoder:                                  # an image model was named
         return None
     try:
-        return (catalogue.find_model(None, "video_dit", explicit=args.models_dir),
-                catalogue.find_model(None, "video_encoder", explicit=args.models_dir))
+        return (catalogue.find_model(None, dit_slot, explicit=args.models_dir),
+                catalogue.find_model(None, encoder_slot, explicit=args.models_dir))
     except PPDError:
         return None
 
@@ -152,11 +154,11 @@ def predict_images(args: argparse.Namespace, items: list[Item], use_ray: bool) -
 
     dit_path = find(model, "dit")
     dit_name = dit_path.name if dit_path else Path(model or catalogue.DEFAULT_NAMES["dit"]).name
-    enc_name = encoder or catalogue.DEFAULT_ENCODER.get(catalogue.semantics_from_name(dit_name) or "")
+    enc_name = encoder or catalogue.encoder_for(dit_name)
     enc_path = find(enc_name, "encoder")
     geo_path = None
     if args.metric or args.normals:               # MoGe-2: metric depth, camera and normals (run_point_cloud.py)
-        geo_path = find(args.geometry_model or catalogue.DEFAULT_ENCODER["moge2"], "encoder")
+        geo_path = find(args.geometry_model, "geometry")
     if len(missing) == 1:
         raise missing[0]
     if missing or dit_path is None or enc_path is None:
@@ -253,34 +255,30 @@ def cmd_convert(args: argparse.Namespace) -> int:
         raise InputError(f"{dst} already exists; pass --overwrite or choose another name.")
     ckpt = read_checkpoint(src)
     dtype = runtime.DTYPES[args.dtype]
-    accept = {"auto": ("ppd", "da2", "moge2"), "dit": ("ppd",), "encoder": ("da2", "moge2")}[args.part]
-    family = registry.resolve(ckpt, accept, "a PPD DiT or semantic encoder",
-                              "Convert ppd.pth, ppd_moge.pth, depth_anything_v2_vitl.pth or the MoGe-2 model.pt.")
+    convertible = _convertible(args.part)
+    files = [f.name for family in convertible for f in family.files]
+    family = registry.resolve(ckpt, [f.name for f in convertible], "a PPD DiT or semantic encoder",
+                              f"Convert {', '.join(files[:-1])} or {files[-1]}." if files else "")
     sd = family.part(ckpt)
     config = family.config_from(sd, ckpt, num_heads=args.num_heads)
     with torch.device("meta"):
         module = family.build(config)
     load_strict(module, {k: v.to("meta") for k, v in sd.items()}, ckpt.label, f"a complete {family.title}", "meta")
-    part = "dit" if family.role == "dit" else "encoder"
-    meta = {"ppd.part": part, "ppd.source": src.name, "format": "pt"}
-    if family.name == "ppd":
-        sd = {"dit." + k: v for k, v in sd.items()}
-        semantics = args.semantics or catalogue.semantics_from_name(src.name)
-        if semantics:
-            meta["ppd.semantics"] = semantics
-    else:
-        vit = config.vit if family.name == "moge2" else config
-        meta["ppd.semantics"] = family.name
-        meta["ppd.num_heads"] = str(vit.num_heads)
-        if family.name == "moge2":
-            sd = {"encoder." + k: v for k, v in sd.items()}
-            meta["model_config"] = json.dumps({"encoder": {"intermediate_layers": config.intermediate_layers,
-                                                           "dim_out": config.dim_out}})
+    part = family.slot
+    exported = family.export(sd, config, src.name, args.semantics)
+    assert exported is not None                       # resolve only accepts convertible families
+    sd, extra = exported
+    meta = {"ppd.part": part, "ppd.source": src.name, "format": "pt", **extra}
     tensors = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in sd.items()}
     atomic_write(dst, lambda f: f.write(_safetensors_bytes(tensors, meta)), overwrite=args.overwrite)
     size = dst.stat().st_size / 2 ** 20
     print(f"wrote {dst} ({len(tensors)} tensors, {args.dtype}, {size:.1f} MiB, part {part})")
     return 0
+
+
+def _convertible(part: str) -> list[Family]:
+    """The families `convert` can write (those with an export), in `part`'s slot ("auto": every slot)."""
+    return [f for f in registry.families() if type(f).export is not Family.export and part in ("auto", f.slot)]
 
 
 def _safetensors_bytes(tensors: dict, meta: dict) -> bytes:
@@ -364,9 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("output", help="the .safetensors file to write")
     c.add_argument("--dtype", default="fp32", choices=list(runtime.DTYPES),
                    help="stored weight dtype (default fp32; fp16/bf16 halve the size)")
-    c.add_argument("--part", default="auto", choices=["auto", "dit", "encoder"],
+    c.add_argument("--part", default="auto", choices=["auto", *sorted({f.slot for f in _convertible("auto")})],
                    help="part to keep (default auto: from the keys)")
-    c.add_argument("--semantics", choices=["da2", "moge2"],
+    c.add_argument("--semantics", choices=sorted({f.semantics for f in _convertible("encoder") if f.semantics}),
                    help="semantics the DiT was trained with (default: from the file name)")
     c.add_argument("--num-heads", type=int, help="ViT head count (default: width / 64)")
     c.add_argument("--overwrite", action="store_true", help="replace an existing output file")

@@ -13,7 +13,7 @@ import struct
 import zipfile
 from pathlib import Path
 
-from .catalogue import OFFICIAL_FILES, OFFICIAL_REPO
+from .catalogue import OFFICIAL_FILES
 from .errors import CheckpointError
 
 HEAD_BYTES = 4096
@@ -51,7 +51,7 @@ def redownload_hint(path: Path) -> str:
                 "in the model table of the pack's README.")
     if entry.url is None:
         return (f"Delete {path}. {entry.name} is only on Google Drive: open the link in the official README "
-                f"({OFFICIAL_REPO}) in a browser, confirm the \"Google Drive can't scan this file for "
+                f"({entry.page}) in a browser, confirm the \"Google Drive can't scan this file for "
                 f"viruses\" page with \"Download anyway\", and save the file ({entry.approx_size}) as {path}.")
     return (f"Delete {path} and download it again ({entry.approx_size}) from {entry.url}, saving it as "
             f"{path}, or run `python -m comfyui_ppd download {entry.name}`.")

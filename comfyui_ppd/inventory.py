@@ -1,4 +1,5 @@
-"""What a model file holds, told from its keys without loading its weights: role (DiT / encoder) and semantics.
+"""What a model file holds, told from its keys without loading its weights: its slot (DiT / encoder / ...), its
+families and its semantics, all as the families declare them.
 
 Safetensors: the JSON header alone. Zip .pth/.pt (every torch.save since 1.6): `torch.load(mmap=True,
 weights_only=True)` reads the pickle and maps the data lazily, so no tensor is read. Legacy (non-zip)
@@ -16,18 +17,19 @@ from pathlib import Path
 
 import torch
 
-from . import catalogue, registry
+from . import registry
 from .filecheck import MAX_HEADER_BYTES, MAX_TENSORS, parse_header
 
 
 @dataclass(frozen=True)
 class FileKind:
-    """role: "dit" | "encoder" | another family's role | None (unknown); the best family's name; semantics and
-    its source; every family that recognises the keys (a full MoGe-2 file is both a geometry model and an encoder)."""
+    """slot: the best family's slot (family.SLOTS), "" for a foreign model, None (unknown); the best family's
+    name; semantics and its source; every family that recognises the keys (a full MoGe-2 file is both a
+    geometry model and an encoder)."""
 
-    role: str | None
+    slot: str | None
     family: str | None = None
-    semantics: str | None = None          # "da2" | "moge2" | None
+    semantics: str | None = None          # e.g. the encoder's, or the one a DiT was trained with
     semantics_source: str = ""            # "metadata" | "keys" | "file name" | ""
     families: tuple[str, ...] = ()
 
@@ -74,13 +76,8 @@ def _classify(path: Path) -> FileKind:
     if not ranked:
         return FileKind(None)
     family, names = ranked[0][1], tuple(f.name for _, f in ranked)
-    encoders = [n for n in names if n in ("da2", "moge2")]
-    if family.name == "ppd":
-        if meta.get("ppd.semantics") in ("da2", "moge2"):
-            return FileKind("dit", "ppd", meta["ppd.semantics"], "metadata", names)
-        guess = catalogue.semantics_from_name(path.name)
-        return FileKind("dit", "ppd", guess, "file name" if guess else "", names)
-    return FileKind(family.role, family.name, encoders[0] if encoders else None, "keys" if encoders else "", names)
+    semantics, source = next((s for s in (f.semantics_of(meta, path.name) for _, f in ranked) if s[0]), (None, ""))
+    return FileKind(family.slot, family.name, semantics, source, names)
 
 
 def file_kind(path: str | os.PathLike) -> FileKind:
@@ -96,14 +93,15 @@ def file_kind(path: str | os.PathLike) -> FileKind:
     return _CACHE[key]
 
 
+def fits(kind: FileKind, slot: str) -> bool:
+    """Whether a file belongs in `slot`'s dropdown: one of its families fills that slot, or it is unknown (a file
+    that cannot be read cheaply is listed everywhere; loading it gives the clear error)."""
+    return kind.slot is None or any(f.slot == slot for f in registry.families() if f.name in kind.families)
+
+
 def pairing_note(dit: FileKind, encoder: FileKind, dit_name: str, encoder_name: str) -> str:
-    """A sentence when the DiT's semantics differ from the encoder's (how sure, and why), else ""."""
-    if not dit.semantics or not encoder.semantics or dit.semantics == encoder.semantics:
+    """The DiT family's pairing rule (the one check_pair applies): a sentence when the encoder does not suit it."""
+    family = registry.get(dit.family or "")
+    if family is None:
         return ""
-    names = {"da2": "Depth Anything v2", "moge2": "MoGe-2"}
-    want = catalogue.DEFAULT_ENCODER[dit.semantics]
-    how = ("from the file's converter metadata" if dit.semantics_source == "metadata"
-           else "guessed from the file name; a renamed file may be fine")
-    return (f"pairing: {dit_name} expects {names[dit.semantics]} semantics, got {names[encoder.semantics]} "
-            f"({encoder_name}); decided {how}. Use {want} as the encoder, or the DiT trained for "
-            f"{names[encoder.semantics]} semantics.")
+    return family.pairing(dit.semantics, dit.semantics_source, encoder.semantics, dit_name, encoder_name)

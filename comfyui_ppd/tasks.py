@@ -12,16 +12,18 @@ from typing import cast
 import torch
 from torch import Tensor
 
-from . import align_to_metric, depth3d, imaging, load_geometry_model, metrics, registry
+from . import depth3d, imaging, metrics
 from .checkpoints import Source
 from .encoders.base import ENCODER_EXPECTED, ENCODER_FIX, SemanticEncoder
 from .errors import InputError
-from .families.moge2 import MoGe2Model, metric_point_cloud, window_outlier_filter
+from .families.moge2 import MoGe2Model, align_to_metric, metric_point_cloud, window_outlier_filter
 from .families.ppd import EXPECTED as DIT_EXPECTED
 from .families.ppd import FIX as DIT_FIX
 from .families.ppd.dit import PPDDiT
 from .families.ppd.pipeline import DepthResult, PPDPipeline, Prepared
 from .io import images
+from .loaders import load, load_geometry_model
+from .registry import in_slots
 from .runtime import Precision
 
 ProgressCallback = Callable[[int, int], None]
@@ -33,9 +35,9 @@ def load_pipeline(dit: Source, encoder: Source, precision: Precision, *, device:
     """The image DiT and its semantic encoder loaded in the policy's weight dtype, run under its autocast; the
     video model's files are refused with their advice (use the video nodes)."""
     w = precision.weights
-    return PPDPipeline(cast(PPDDiT, registry.load(dit, ("ppd",), DIT_EXPECTED, DIT_FIX, device=device, dtype=w)),
-                       cast(SemanticEncoder, registry.load(encoder, ("da2", "moge2"), ENCODER_EXPECTED, ENCODER_FIX,
-                                                           device=device, dtype=w)),
+    return PPDPipeline(cast(PPDDiT, load(dit, in_slots("dit"), DIT_EXPECTED, DIT_FIX, device=device, dtype=w)),
+                       cast(SemanticEncoder, load(encoder, in_slots("encoder"), ENCODER_EXPECTED, ENCODER_FIX,
+                                                  device=device, dtype=w)),
                        area=area, autocast=precision.autocast, compile=compile)
 
 

@@ -28,7 +28,7 @@ from .depth import image_to_bchw
 from .model import model_choices, model_paths
 
 log = logging.getLogger("comfyui_ppd")
-GEOMETRY_NAME = catalogue.DEFAULT_ENCODER["moge2"]     # the MoGe-2 model.pt, also ppd_moge.pth's encoder
+GEOMETRY_NAME = catalogue.DEFAULT_NAMES["geometry"]    # the MoGe-2 model.pt, also ppd_moge.pth's encoder
 
 
 @dataclass

@@ -14,15 +14,12 @@ import torch
 from ..comfyui_ppd import catalogue, inventory, runtime, tasks
 from ..comfyui_ppd.errors import CheckpointError
 from ..comfyui_ppd.families.ppd.pipeline import PPDPipeline
+from ..comfyui_ppd.family import SLOTS
 
 log = logging.getLogger("comfyui_ppd")
 FOLDER = "ppd"
 EXTENSIONS = {".pth", ".pt", ".safetensors"}
 MISSING = " (missing: see README)"
-ROLE_NAMES = {"dit": "DiT", "encoder": "semantic encoder", "geometry": "MoGe-2 geometry model",
-              "video_dit": "video DiT", "video_encoder": "Pi3 encoder"}
-FAMILIES = {"dit": ("ppd",), "encoder": ("da2", "moge2"), "geometry": ("moge2_geometry",),   # per dropdown
-            "video_dit": ("ppvd",), "video_encoder": ("pi3",)}
 
 
 def register_model_folder() -> list[str]:
@@ -48,7 +45,7 @@ def model_choices(role: str) -> list[str]:
     for name in folder_paths.get_filename_list(FOLDER):
         path = folder_paths.get_full_path(FOLDER, name)
         kind = inventory.file_kind(path) if path else inventory.FileKind(None)
-        if kind.role is None or set(kind.families) & set(FAMILIES[role]):
+        if inventory.fits(kind, role):
             files.append(name)
     return files or [catalogue.DEFAULT_NAMES[role] + MISSING]
 
@@ -72,7 +69,7 @@ def model_paths(names: dict[str, str]) -> dict[str, str]:
             missing.append((role, name))
     if missing:
         where = target_folder()
-        lines = "\n".join(f"- {ROLE_NAMES[r]} {catalogue.how_to_get(n, where)}" for r, n in missing)
+        lines = "\n".join(f"- {SLOTS[r]} {catalogue.how_to_get(n, where)}" for r, n in missing)
         listed = ", ".join(n for _, n in missing)
         raise CheckpointError(listed, f"model files in {where}", f"{len(missing)} missing",
                               f"Get every missing file:\n{lines}\nThen refresh the node (press R) and run again.")

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from .. import imaging, runtime, tasks
+from .. import imaging, loaders, runtime, tasks
 from ..errors import PPDError
 from ..families.ppd.pipeline import Prepared, validate_image
 from ..io.files import atomic_write, remove_stale_temps
@@ -100,7 +100,7 @@ class PPDProcessor:
         with self._lock:
             if self._geometry is None and self.geo_path is not None:
                 try:
-                    model = tasks.load_geometry(self.geo_path, device=self.device)
+                    model = loaders.load_geometry_model(self.geo_path, device=self.device)
                 except PPDError as e:
                     raise FatalError(str(e)) from e
                 if self.options.normals and not model.has_normal:

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..checkpoints import Checkpoint, prefixes_of, subdict
+from ..family import Family, ModelFile, has_key, single_prefix
 from ..nn.dinov2 import DinoVisionTransformer, ViTConfig, vit_config
-from ..registry import Family, has_key, single_prefix
 from .base import (
     DEFAULT_TOKEN_PX,
     ENCODER_EXPECTED,
@@ -52,10 +52,18 @@ class DepthAnythingV2Encoder(SemanticEncoder):
         return self.pretrained.tokens(x, [last])[0][:, 1:]
 
 
+FILE = ModelFile("depth_anything_v2_vitl.pth", ("encoder",), "da2",
+                 "https://huggingface.co/depth-anything/Depth-Anything-V2-Large/resolve/main/"
+                 "depth_anything_v2_vitl.pth",
+                 "~1.3 GB",
+                 "Depth Anything v2 ViT-L: the semantic encoder for ppd.pth.", defaults=("encoder",))
+
+
 class DA2Family(Family):
     """A lone DINOv2 backbone without registers (Depth Anything v2's `pretrained.*`, or bare)."""
 
-    name, role = "da2", "encoder"
+    name = semantics = "da2"
+    slot, label, files = "encoder", "Depth Anything v2", (FILE,)
     title = "a Depth Anything v2 model"
     advice = "It is a semantic encoder: give it to the encoder input (load_semantic_encoder)."
 
@@ -76,3 +84,8 @@ class DA2Family(Family):
 
     def build(self, config: ViTConfig) -> nn.Module:
         return DepthAnythingV2Encoder(config)
+
+    def export(self, sd: dict[str, Tensor], config: ViTConfig, source_name: str, semantics: str | None
+               ) -> tuple[dict[str, Tensor], dict[str, str]]:
+        """The loadable keys as they are; the head count (not stored in the weights) as metadata."""
+        return sd, {"ppd.semantics": self.semantics, "ppd.num_heads": str(config.num_heads)}

@@ -1,6 +1,7 @@
 """MoGe-2's encoder as a semantic encoder: 1x1 projections of chosen DINOv2 block outputs, summed."""
 from __future__ import annotations
 
+import json
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -12,8 +13,8 @@ from torch import Tensor, nn
 
 from ..checkpoints import Checkpoint, prefixes_of, subdict
 from ..errors import CheckpointError
+from ..family import Family, ModelFile, single_prefix
 from ..nn.dinov2 import DinoVisionTransformer, ViTConfig, vit_config
-from ..registry import Family, single_prefix
 from .base import (
     DEFAULT_TOKEN_PX,
     ENCODER_EXPECTED,
@@ -75,6 +76,14 @@ def evenly_spaced_layers(depth: int, count: int) -> list[int]:
     return [(i + 1) * depth // count - 1 for i in range(count)]
 
 
+FILE = ModelFile("moge2_vitl_normal.pt", ("encoder", "geometry"), "moge2",
+                 "https://huggingface.co/Ruicheng/moge-2-vitl-normal/resolve/main/model.pt",
+                 "~1.3 GB",
+                 "MoGe-2 ViT-L (normal) published as model.pt; saved under this name so it is "
+                 "recognisable. The semantic encoder for ppd_moge.pth, and the geometry model (metric "
+                 "depth, camera, normals) of the MoGe-2 nodes and `predict --metric`.", defaults=("geometry",))
+
+
 @dataclass(frozen=True)
 class MoGe2EncoderConfig:
     vit: ViTConfig
@@ -85,7 +94,8 @@ class MoGe2EncoderConfig:
 class MoGe2EncoderFamily(Family):
     """MoGe-2's encoder (`backbone.*` plus `output_projections.*`), alone or inside a full MoGe-2 model.pt."""
 
-    name, role = "moge2", "encoder"
+    name = semantics = "moge2"
+    slot, label, files = "encoder", "MoGe-2", (FILE,)
     title = "a MoGe-2 encoder"
     advice = "It is a semantic encoder: give it to the encoder input (load_semantic_encoder)."
 
@@ -117,3 +127,11 @@ class MoGe2EncoderFamily(Family):
 
     def build(self, config: MoGe2EncoderConfig) -> nn.Module:
         return MoGe2Encoder(config.vit, config.intermediate_layers, config.dim_out)
+
+    def export(self, sd: dict[str, Tensor], config: MoGe2EncoderConfig, source_name: str, semantics: str | None
+               ) -> tuple[dict[str, Tensor], dict[str, str]]:
+        """Keys under `encoder.` (as in model.pt); head count and layer choice as metadata."""
+        layers = {"encoder": {"intermediate_layers": config.intermediate_layers, "dim_out": config.dim_out}}
+        return ({"encoder." + k: v for k, v in sd.items()},
+                {"ppd.semantics": self.semantics, "ppd.num_heads": str(config.vit.num_heads),
+                 "model_config": json.dumps(layers)})

@@ -21,9 +21,9 @@ from torch import Tensor, nn
 from ..checkpoints import Checkpoint, subdict
 from ..errors import CheckpointError
 from ..families.ppd.dit import Attention
+from ..family import KeyFamily, ModelFile, single_prefix
 from ..nn.dinov2 import Block, DinoVisionTransformer, ViTConfig
 from ..nn.layers import rope_tables_from_positions
-from ..registry import KeyFamily, single_prefix
 from .base import (
     DEFAULT_TOKEN_PX,
     IMAGENET_MEAN,
@@ -38,6 +38,14 @@ ANCHOR = "encoder.register_tokens"
 PI3_EXPECTED = "the Pi3 model (pi3.safetensors)"
 PI3_FIX = ("Download pi3.safetensors from https://huggingface.co/yyfz233/Pi3 (model.safetensors) for the video "
            "model's encoder input; ppvd.pth goes to the DiT input.")
+
+FILE = ModelFile("pi3.safetensors", ("video_encoder",), "pi3",
+                 "https://huggingface.co/yyfz233/Pi3/resolve/main/model.safetensors",
+                 "~3.8 GB",
+                 "Pi3 (published as model.safetensors; saved under this name so it is recognisable): the "
+                 "semantic encoder of the video model ppvd.pth. Only its encoder and decoder are used "
+                 "(757,923,840 parameters); the point, confidence and camera heads are skipped.",
+                 defaults=("video_encoder",))
 
 
 @dataclass(frozen=True)
@@ -165,7 +173,8 @@ def config_from(sd: Mapping[str, Tensor], num_heads: int | None = None, label: s
 class Pi3Family(KeyFamily):
     """Pi3: a DINOv2 encoder with registers and a decoder with its own register token (the semantic path only)."""
 
-    name, role, score = "pi3", "encoder", 3
+    name = semantics = "pi3"
+    slot, label, files, score = "video_encoder", "Pi3", (FILE,), 3
     title = "the Pi3 model (pi3.safetensors, the video model's semantic encoder)"
     advice = ("Pi3 is the semantic encoder of the video model (PPVD); use the video nodes (PPD Load Video "
               "Model).")

@@ -214,7 +214,7 @@ def test_metric_and_normals_are_refused_with_ray(models, tmp_path, capsys):
 
 def test_resumed_metric_run_loads_no_model(models, tmp_path, capsys, monkeypatch):
     """Everything present: nothing is loaded (a broken loader would fail the run) and nothing is rewritten."""
-    from comfyui_ppd import tasks
+    from comfyui_ppd import loaders, tasks
     _touch(tmp_path / "a.png")
     args = ("--out", tmp_path / "o", "--pointcloud", "--metric", "--normals")
     assert predict(models, tmp_path / "a.png", *args) == 0
@@ -225,7 +225,7 @@ def test_resumed_metric_run_loads_no_model(models, tmp_path, capsys, monkeypatch
         raise AssertionError("a model was loaded")
 
     monkeypatch.setattr(tasks, "load_pipeline", no_load)
-    monkeypatch.setattr(tasks, "load_geometry", no_load)
+    monkeypatch.setattr(loaders, "load_geometry_model", no_load)
     capsys.readouterr()
     assert predict(models, tmp_path / "a.png", *args) == 0
     assert counts(capsys.readouterr().out) == {"total": 1, "done": 0, "skipped": 1, "failed": 0, "samples": 0}

@@ -13,6 +13,8 @@ import pytest
 from comfyui_ppd import catalogue
 from comfyui_ppd import download as dl
 from comfyui_ppd.errors import CheckpointError, PPDError
+from comfyui_ppd.families.ppd import OFFICIAL_REPO
+from comfyui_ppd.family import SLOTS
 
 DATA = random.Random(0).randbytes(300_000)
 CHUNK = 1 << 14
@@ -218,9 +220,9 @@ def test_network_failure_lists_url_and_target(tmp_path):
 
 def _fake_catalogue(monkeypatch, url_a: str, url_b: str) -> None:
     monkeypatch.setattr(dl, "OFFICIAL_FILES", {f.name: f for f in (
-        catalogue.ModelFile("a.pth", "dit", "da2", url_a, "~1 MB", "A."),
-        catalogue.ModelFile("b.pth", "encoder", "da2", url_b, "~1 MB", "B."),
-        catalogue.ModelFile("c.pth", "dit", "moge2", None, "~1 MB", "Get c.pth from the drive link."),
+        catalogue.ModelFile("a.pth", ("dit",), "da2", url_a, "~1 MB", "A."),
+        catalogue.ModelFile("b.pth", ("encoder",), "da2", url_b, "~1 MB", "B."),
+        catalogue.ModelFile("c.pth", ("dit",), "moge2", None, "~1 MB", "Get c.pth from the drive link."),
     )})
 
 
@@ -258,11 +260,11 @@ def test_official_catalogue():
                           "ppvd.pth", "pi3.safetensors"}
     drive_only = ("ppd_moge.pth", "ppvd.pth")
     for name, f in files.items():
-        assert name == f.name and f.role in catalogue.ROLES and f.semantics in ("da2", "moge2", "pi3")
+        assert name == f.name and set(f.slots) <= set(SLOTS) and f.semantics in ("da2", "moge2", "pi3")
         assert f.url.startswith("https://huggingface.co/") if name not in drive_only else f.url is None
-    assert all(catalogue.OFFICIAL_REPO in files[n].note for n in drive_only)
+    assert all(OFFICIAL_REPO in files[n].note for n in drive_only)
     assert files["pi3.safetensors"].url == "https://huggingface.co/yyfz233/Pi3/resolve/main/model.safetensors"
-    assert {catalogue.DEFAULT_NAMES[r] for r in catalogue.ROLES} <= set(files)
+    assert {catalogue.DEFAULT_NAMES[r] for r in SLOTS} <= set(files)
 
 
 # ---------------------------------------------------------------------------------- lookup
@@ -341,7 +343,7 @@ def test_missing_default_explains_where_and_how(tmp_path, monkeypatch):
 def test_missing_ppd_moge_points_to_official_readme(tmp_path):
     with pytest.raises(CheckpointError) as err:
         catalogue.find_model("ppd_moge.pth", "dit", explicit=tmp_path / "flag")
-    assert catalogue.OFFICIAL_REPO in str(err.value) and str(tmp_path / "flag") in str(err.value)
+    assert OFFICIAL_REPO in str(err.value) and str(tmp_path / "flag") in str(err.value)
 
 
 def test_missing_unknown_name_and_missing_path(tmp_path):

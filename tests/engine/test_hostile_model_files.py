@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from safetensors.torch import save_file
 
-from comfyui_ppd import filecheck, inventory, registry
+from comfyui_ppd import filecheck, inventory, loaders
 from comfyui_ppd.errors import CheckpointError
 from plumbing import fixture_json
 from tiny_models import tiny_dit_state_dict
@@ -39,11 +39,11 @@ def _header_file(path: Path, header: dict, data: int = 0) -> Path:
 
 
 def _no_tensor_reads(monkeypatch):
-    import comfyui_ppd.checkpoints as checkpoints
+    import comfyui_ppd.reader as reader
 
     def boom(*a, **k):
         raise AssertionError("tensor data was read")
-    monkeypatch.setattr(checkpoints, "safe_open", boom)
+    monkeypatch.setattr(reader, "safe_open", boom)
 
 
 def test_header_over_the_size_bound_is_refused_before_parsing(tmp_path, monkeypatch):
@@ -59,10 +59,10 @@ def test_header_over_the_size_bound_is_refused_before_parsing(tmp_path, monkeypa
     monkeypatch.setattr(json, "loads", lambda *a, **k: parsed.append(1) or real_loads(*a, **k))
     _no_tensor_reads(monkeypatch)
     with pytest.raises(CheckpointError) as info:
-        registry.load(path, ("ppd",), "a PPD DiT", "")
+        loaders.load(path, ("ppd",), "a PPD DiT", "")
     msg = str(info.value)
     assert str(path) in msg and "60,000,000-byte header" in msg and f"{filecheck.MAX_HEADER_BYTES:,}" in msg, msg
-    assert inventory.file_kind(path).role is None
+    assert inventory.file_kind(path).slot is None
     assert not parsed
 
 
@@ -76,9 +76,9 @@ def test_too_many_tensors_are_refused_without_reading_any(tmp_path, monkeypatch)
     path = _header_file(tmp_path / "ppd_many.safetensors", header)
     _no_tensor_reads(monkeypatch)
     with pytest.raises(CheckpointError) as info:
-        registry.load(path, ("ppd",), "a PPD DiT", "")
+        loaders.load(path, ("ppd",), "a PPD DiT", "")
     assert f"{len(header):,} tensors" in str(info.value) and str(path) in str(info.value)
-    assert inventory.file_kind(path).role is None
+    assert inventory.file_kind(path).slot is None
 
 
 def test_names_and_shapes_are_checked_before_any_tensor_is_read(tmp_path, monkeypatch):

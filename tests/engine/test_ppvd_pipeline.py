@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
+from comfyui_ppd import load_dit, load_semantic_encoder, runtime
 from comfyui_ppd.checkpoints import CheckpointError
 from comfyui_ppd.errors import InputError
 from comfyui_ppd.families.ppvd import (
     VideoDepthPipeline,
-    load_pi3,
-    load_video_dit,
     window_plan,
 )
 from comfyui_ppd.families.ppvd.flops import dit_step_work, pi3_work
+from comfyui_ppd.families.ppvd.steps import load_video_pipeline
 from tiny_ppvd import PROCESS_SIZE, tiny_pi3, tiny_video_dit, write_tiny_ppvd
 
 
@@ -24,7 +24,7 @@ def files(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pipe(files):
-    return VideoDepthPipeline(load_video_dit(files["ppvd"]), load_pi3(files["pi3"]), process_size=PROCESS_SIZE)
+    return VideoDepthPipeline(load_dit(files["ppvd"]), load_semantic_encoder(files["pi3"]), process_size=PROCESS_SIZE)
 
 
 def clip(n: int, h: int = 20, w: int = 28, seed: int = 0) -> torch.Tensor:
@@ -37,16 +37,16 @@ def noise(seed: int = 1) -> torch.Tensor:
 
 # --- loaders ---------------------------------------------------------------------------------------------
 def test_loaders_read_the_release_layouts(files):
-    dit, ref = load_video_dit(files["ppvd"]), tiny_video_dit()
+    dit, ref = load_dit(files["ppvd"]), tiny_video_dit()
     assert all(torch.equal(dit.state_dict()[k], v) for k, v in ref.state_dict().items())
-    enc, ref = load_pi3(files["pi3"]), tiny_pi3()                 # the extra point head is ignored
+    enc, ref = load_semantic_encoder(files["pi3"]), tiny_pi3()                 # the extra point head is ignored
     assert all(torch.equal(enc.state_dict()[k], v) for k, v in ref.state_dict().items())
 
 
 def test_detection_by_keys(files):
     """The public loaders tell the video DiT and Pi3 from the keys (not the file names)."""
     from comfyui_ppd import load_dit, load_semantic_encoder
-    from comfyui_ppd.checkpoints import read_checkpoint
+    from comfyui_ppd.reader import read_checkpoint
     from comfyui_ppd.registry import identify
     video, pi3 = read_checkpoint(files["ppvd"]).tensors, read_checkpoint(files["pi3"]).tensors
     assert [f.name for _, f in identify(video)] == ["ppvd"]
@@ -58,13 +58,14 @@ def test_detection_by_keys(files):
 def test_wrong_files_name_what_they_are(files, models):
     """`models`: the image pack's tiny ppd.pth / depth_anything_v2_vitl.pth (tests/support/tiny_models.py)."""
     with pytest.raises(CheckpointError, match="Pi3 model"):
-        load_video_dit(files["pi3"])
+        load_dit(files["pi3"])
     with pytest.raises(CheckpointError, match="PPVD video DiT"):
-        load_pi3(files["ppvd"])
+        load_semantic_encoder(files["ppvd"])
+    fp32 = runtime.precision("fp32", "cpu")                      # the video pipeline takes only video files
     with pytest.raises(CheckpointError, match="the PPD DiT"):
-        load_video_dit(models["dit"])
+        load_video_pipeline(models["dit"], files["pi3"], fp32)
     with pytest.raises(CheckpointError, match="Depth Anything"):
-        load_pi3(models["da2"])
+        load_video_pipeline(files["ppvd"], models["da2"], fp32)
 
 
 def test_missing_pos_embed_gets_the_formula(files):
@@ -73,7 +74,7 @@ def test_missing_pos_embed_gets_the_formula(files):
     from comfyui_ppd.families.ppvd.dit import sincos_2d
     sd = torch.load(files["ppvd"], weights_only=True)
     sd.pop("dit_video.pos_embed")
-    dit, full = load_video_dit(sd), load_video_dit(files["ppvd"])
+    dit, full = load_dit(sd), load_dit(files["ppvd"])
     assert torch.equal(dit.pos_embed, sincos_2d(16, 32, 32))
     x, sem = torch.rand(16, 4, *PROCESS_SIZE), torch.rand(16, 4, 32)
     with torch.no_grad():
@@ -84,7 +85,7 @@ def test_truncated_dit_is_refused(files):
     sd = torch.load(files["ppvd"], weights_only=True)
     del sd["dit_video.blocks.3.mlp.fc2.bias"]
     with pytest.raises(CheckpointError, match="1 missing"):
-        load_video_dit(sd)
+        load_dit(sd)
 
 
 # --- short and long videos -----------------------------------------------------------------------------
@@ -203,5 +204,5 @@ def test_google_drive_page_saved_as_ppvd_is_named(tmp_path):
     page.write_text("<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head><body>"
                     "Google Drive can't scan this file for viruses.</body></html>")
     with pytest.raises(CheckpointError, match="Google Drive") as info:
-        load_video_dit(page)
+        load_dit(page)
     assert "ppvd.pth is only on Google Drive" in str(info.value)

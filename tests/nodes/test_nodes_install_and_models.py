@@ -92,13 +92,13 @@ def test_a_full_moge2_file_is_both_an_encoder_and_a_geometry_model(pack, comfy_e
 def test_key_scan_is_cached_per_file_version(pack, comfy_env, monkeypatch):
     inventory = pack.comfyui_ppd.inventory
     path = ppd_dir(comfy_env) / "ppd.pth"
-    assert inventory.file_kind(path).role == "dit"
+    assert inventory.file_kind(path).slot == "dit"
     monkeypatch.setattr(inventory, "_classify", lambda p: pytest.fail("re-read an unchanged file"))
     assert inventory.file_kind(path).family == "ppd"
     monkeypatch.undo()
     torch.save(tiny_da2_state_dict(), path)                              # same name, new content
     os.utime(path, ns=(1, 1))
-    assert inventory.file_kind(path).role == "encoder"
+    assert inventory.file_kind(path).slot == "encoder"
 
 
 def test_validate_inputs_lets_a_missing_google_drive_file_reach_our_message(pack, comfy_env):

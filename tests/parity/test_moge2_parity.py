@@ -18,9 +18,7 @@ from comfyui_ppd import CheckpointError, InputError, align_to_metric, load_geome
 from comfyui_ppd.checkpoints import Checkpoint
 from comfyui_ppd.depth3d import opencv_to_gltf
 from comfyui_ppd.families.moge2 import (
-    build_moge2,
     intrinsics_to_pixels,
-    load_moge2,
     metric_point_cloud,
     statistical_outlier_filter,
     token_grid,
@@ -108,7 +106,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def model(fx):
     # The tiny backbone has 4 heads of 16 (the head count is not stored; see the parity README).
-    return load_moge2(fx / "moge2_tiny_weights.safetensors", num_heads=4)
+    return load_geometry_model(fx / "moge2_tiny_weights.safetensors", num_heads=4)
 
 
 def check(name: str, ours, ref: torch.Tensor, tol: tuple) -> float:
@@ -394,7 +392,7 @@ def test_full_size_moge2_builds_on_meta_and_loads_strictly(fx):
     sd = {k: torch.empty(shape, device="meta") for k, shape in spec["keys"].items()}
     assert len(sd) == spec["num_keys"] == 521
     for metadata in ({"model_config": config}, {}):            # with the stored config, and from shapes alone
-        model = build_moge2(Checkpoint(sd, metadata, "moge2.pt"))
+        model = load_geometry_model(Checkpoint(sd, metadata, "moge2.pt"))
         params = dict(model.named_parameters())
         assert sum(p.numel() for p in params.values()) == spec["total_parameters"] == 330_901_544
         for module, count in spec["parameters_per_module"].items():
@@ -443,7 +441,7 @@ def test_not_a_moge2_file(fx, tmp_path):
 def test_model_without_normal_head_gives_none(fx, tensors):
     ckpt = _tiny_checkpoint(fx)
     ckpt["model"] = {k: v for k, v in ckpt["model"].items() if not k.startswith("normal_head.")}
-    model = load_moge2(ckpt, num_heads=4)
+    model = load_geometry_model(ckpt, num_heads=4)
     assert not model.has_normal
     out = model.infer(_case_image(tensors("moge2_tiny_cases_small"), "A"), num_tokens=35)
     assert out["normal"] is None
@@ -453,7 +451,7 @@ def test_model_without_normal_head_gives_none(fx, tensors):
 def test_no_valid_pixel_is_a_clear_error(fx, tensors):
     ckpt = _tiny_checkpoint(fx)
     ckpt["model"]["mask_head.output_blocks.4.bias"] = torch.full((1,), -1e4)   # mask probability 0 everywhere
-    model = load_moge2(ckpt, num_heads=4)
+    model = load_geometry_model(ckpt, num_heads=4)
     with pytest.raises(InputError, match="no valid pixel"):
         model.infer(_case_image(tensors("moge2_tiny_cases_small"), "A"), num_tokens=35)
 

@@ -35,8 +35,6 @@ from comfyui_ppd.families.ppvd import (
     VideoDepthPipeline,
     VideoDiT,
     align_windows,
-    load_pi3,
-    load_video_dit,
     window_plan,
 )
 from comfyui_ppd.families.ppvd.dit import sincos_2d
@@ -67,12 +65,13 @@ def fx(ppvd_fixtures):
 
 @pytest.fixture(scope="module")
 def dit(ppvd_fixtures):
-    return load_video_dit(ppvd_fixtures / "dit_video_tiny_weights.safetensors")
+    return load_dit(ppvd_fixtures / "dit_video_tiny_weights.safetensors")
 
 
 @pytest.fixture(scope="module")
 def pi3(ppvd_fixtures):
-    return load_pi3(ppvd_fixtures / "pi3_tiny_weights.safetensors", num_heads=4)   # tiny encoder: 16-dim heads
+    # tiny encoder: 16-dim heads
+    return load_semantic_encoder(ppvd_fixtures / "pi3_tiny_weights.safetensors", num_heads=4)
 
 
 def test_manifest_lists_only_tensors_we_check(ppvd_fixtures):
@@ -302,7 +301,7 @@ def test_full_size_flop_formula_matches_a_count(real_shapes):
     """The analytic per-window FLOP formula equals torch's FLOP counter on the full-size models (meta device:
     shapes only, no arithmetic; attention runs as bmm there, so it is counted too)."""
     from torch.utils.flop_counter import FlopCounterMode
-    dit, enc = load_video_dit(real_shapes["ppvd_pth_dit_video"]), load_pi3(real_shapes["pi3_safetensors"])
+    dit, enc = load_dit(real_shapes["ppvd_pth_dit_video"]), load_semantic_encoder(real_shapes["pi3_safetensors"])
     with FlopCounterMode(display=False) as counter:
         dit(torch.empty(16, 4, 512, 512, device="meta"), torch.empty(16, 1024, 2048, device="meta"),
             torch.tensor(1000))
@@ -314,6 +313,6 @@ def test_full_size_flop_formula_matches_a_count(real_shapes):
 
 def test_loaders_refuse_each_others_files(real_shapes):
     with pytest.raises(CheckpointError, match="Pi3 model"):
-        load_video_dit(real_shapes["pi3_safetensors"])
+        load_dit(real_shapes["pi3_safetensors"])
     with pytest.raises(CheckpointError, match="PPVD video DiT"):
-        load_pi3(real_shapes["ppvd_pth_dit_video"])
+        load_semantic_encoder(real_shapes["ppvd_pth_dit_video"])

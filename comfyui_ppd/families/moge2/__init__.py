@@ -1,5 +1,5 @@
 """MoGe-2 geometry: metric points, depth, mask, camera and normals; the official metric point-cloud chain."""
-from .load import EXPECTED, FIX, MoGe2GeometryFamily, build_moge2, load_moge2, moge2_config
+from .load import EXPECTED, FIX, MoGe2GeometryFamily, moge2_config
 from .metric import (
     OUTLIER_FILTERS,
     align_to_metric,
@@ -13,5 +13,5 @@ from .metric import (
 from .model import MoGe2Model, token_grid
 
 __all__ = ["EXPECTED", "FIX", "OUTLIER_FILTERS", "MoGe2GeometryFamily", "MoGe2Model", "align_to_metric",
-           "build_moge2", "fit_log_depth", "intrinsics_to_pixels", "load_moge2", "metric_point_cloud", "moge2_config",
+           "fit_log_depth", "intrinsics_to_pixels", "metric_point_cloud", "moge2_config",
            "statistical_outlier_filter", "token_grid", "unproject_pixels", "window_outlier_filter"]

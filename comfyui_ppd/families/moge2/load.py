@@ -6,14 +6,12 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-import torch
 from torch import Tensor, nn
 
-from ... import registry
-from ...checkpoints import DOWNLOAD_HINT, Checkpoint, Source, describe, load_strict, subdict
-from ...encoders.moge2 import MoGe2Encoder, MoGe2EncoderConfig, MoGe2EncoderFamily
+from ...checkpoints import DOWNLOAD_HINT, Checkpoint, Source, describe, subdict
+from ...encoders.moge2 import FILE, MoGe2Encoder, MoGe2EncoderConfig, MoGe2EncoderFamily
 from ...errors import CheckpointError
-from ...registry import Family, has_key
+from ...family import Family, KeyFamily, has_key, single_prefix
 from .model import ConvStackConfig, MoGe2Config, MoGe2Model
 
 WHAT = "a MoGe-2 model (e.g. Ruicheng/moge-2-vitl-normal model.pt) with neck, points/mask heads and scale head"
@@ -92,7 +90,7 @@ class MoGe2FullConfig:
 class MoGe2GeometryFamily(Family):
     """The complete MoGe-2 model.pt: encoder (as MoGe2EncoderFamily reads it) plus neck and heads."""
 
-    name, role = "moge2_geometry", "geometry"
+    name, slot, semantics, files = "moge2_geometry", "geometry", "moge2", (FILE,)
     title = "a complete MoGe-2 model (encoder, neck and heads)"
     advice = ("As a geometry model it goes to the PPD MoGe-2 Geometry node (load_geometry_model); as PPD's "
               "semantic encoder it goes to the encoder input.")
@@ -102,7 +100,7 @@ class MoGe2GeometryFamily(Family):
         return 3 if all(has_key(keys, k) for k in (ANCHOR, "neck.", "points_head.")) else 0
 
     def part(self, ckpt: Checkpoint) -> dict[str, Tensor]:
-        prefix = registry.single_prefix(ckpt, ANCHOR, "MoGe-2 models", EXPECTED, FIX)
+        prefix = single_prefix(ckpt, ANCHOR, "MoGe-2 models", EXPECTED, FIX)
         return subdict(ckpt.tensors, prefix)
 
     def config_from(self, sd: Mapping[str, Tensor], ckpt: Checkpoint, *, num_heads: int | None = None,
@@ -119,29 +117,12 @@ class MoGe2GeometryFamily(Family):
         cast(MoGe2Model, module).label = ckpt.label
 
 
-class MoGe1Model(registry.KeyFamily):
+class MoGe1Model(KeyFamily):
     """MoGe-1 (one `head`, no neck or scale head): recognised only to say it cannot give metric depth."""
 
-    name, role, score = "moge1", "foreign", 3
+    name, score = "moge1", 3
     title = "a MoGe-1 model (one `head`, no neck or metric-scale head)"
     advice = ("MoGe-1 predicts only relative geometry; use a MoGe-2 file (Ruicheng/moge-2-vitl-normal model.pt, "
               "saved as moge2_vitl_normal.pt). " + DOWNLOAD_HINT)
     needs = ("backbone.patch_embed.proj.weight", "head.projects.0.weight")
 
-
-def build_moge2(ckpt: Checkpoint, num_heads: int | None = None, device: torch.device | str = "cpu",
-                dtype: torch.dtype = torch.float32) -> MoGe2Model:
-    """The full MoGe-2 model of an already read checkpoint, built on `meta` and loaded strictly (no file reading)."""
-    family = MoGe2GeometryFamily()
-    sd = family.part(ckpt)
-    config = family.config_from(sd, ckpt, num_heads=num_heads)
-    with torch.device("meta"):
-        model = family.build(config)
-    return cast(MoGe2Model, load_strict(model, sd, ckpt.label, WHAT, device, dtype))
-
-
-def load_moge2(source: Source, *, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-               num_heads: int | None = None) -> MoGe2Model:
-    """`load_geometry_model` with a head-count override (not stored in checkpoints; released: 64-dim heads)."""
-    return cast(MoGe2Model, registry.load(source, ("moge2_geometry",), EXPECTED, FIX, device=device, dtype=dtype,
-                                          num_heads=num_heads))

@@ -17,6 +17,7 @@ from ...align import fit_affine
 from ...encoders.base import SemanticEncoder
 from ...errors import InputError, PPDError
 from ...sampling import make_noise, sample, sampling_timesteps
+from . import ENCODERS, pairing_problem
 from .dit import PPDDiT
 
 ProgressCallback = Callable[[int, int], None]
@@ -217,7 +218,7 @@ def check_pair(dit: PPDDiT, encoder: SemanticEncoder) -> None:
     if not isinstance(dit, PPDDiT):
         raise InputError(f"PPDPipeline needs the PPD image DiT (ppd.pth), got {type(dit).__name__}; the video "
                          "DiT (ppvd.pth) goes to VideoDepthPipeline with pi3.safetensors.")
-    if encoder.kind == "pi3":
+    if encoder.kind not in ENCODERS:
         raise InputError("Pi3 is the video model's semantic encoder; PPDPipeline needs depth_anything_v2_vitl.pth "
                          "(ppd.pth) or the MoGe-2 model.pt (ppd_moge.pth).")
     want = dit.config.semantic_dim
@@ -225,13 +226,12 @@ def check_pair(dit: PPDDiT, encoder: SemanticEncoder) -> None:
         raise InputError(f"the DiT expects {want}-wide semantic tokens but the {encoder.kind} encoder gives "
                          f"{encoder.semantic_dim}; pair ppd.pth with depth_anything_v2_vitl.pth and "
                          "ppd_moge.pth with the MoGe-2 model.pt.")
-    kind = dit.semantics_kind
-    if kind and kind != encoder.kind:
-        message = (f"this DiT was trained with {kind} semantics but the encoder is {encoder.kind}; pair "
-                   "ppd.pth with depth_anything_v2_vitl.pth and ppd_moge.pth with the MoGe-2 model.pt.")
-        if dit.semantics_kind_source == "metadata":
-            raise InputError(message)
-        warnings.warn(message + " (guessed from the file name)", stacklevel=3)
+    message = pairing_problem(dit.semantics_kind, dit.semantics_kind_source, encoder.kind, "this DiT",
+                              f"the {encoder.kind} encoder")
+    if message and dit.semantics_kind_source == "metadata":
+        raise InputError(message)
+    if message:
+        warnings.warn(message, stacklevel=3)
 
 
 def activation_bytes(dit: PPDDiT, height: int, width: int, autocast: torch.dtype | None = None) -> int:

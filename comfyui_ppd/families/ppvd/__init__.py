@@ -8,21 +8,21 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ... import registry
-from ...checkpoints import Checkpoint, Source, subdict
-from ...encoders.pi3 import PI3_EXPECTED, PI3_FIX, Pi3Semantics
+from ...checkpoints import Checkpoint, subdict
+from ...encoders.pi3 import Pi3Semantics
+from ...family import KeyFamily, ModelFile, single_prefix
+from ..ppd import OFFICIAL_REPO
 from .align import WindowAligner, align_windows
 from .dit import VideoDiT, VideoDiTConfig, config_from, sincos_2d
 from .pipeline import VideoDepthPipeline, VideoDepthResult, validate_frames, window_plan
 
 __all__ = ["PPVDFamily", "Pi3Semantics", "VideoDepthPipeline", "VideoDepthResult", "VideoDiT", "VideoDiTConfig",
-           "WindowAligner", "align_windows", "config_from", "load_pi3", "load_video_dit", "validate_frames",
-           "window_plan"]
+           "WindowAligner", "align_windows", "config_from", "validate_frames", "window_plan"]
 
 ANCHOR = "temporal_blocks.0.attn.qkv.weight"
 DIT_GROUPS = ("x_embedder", "t_embedder", "pos_embed", "blocks", "temporal_blocks", "proj_fusion", "final_layer")
@@ -31,20 +31,29 @@ FIX = ("The video model needs ppvd.pth (Google Drive only, see the README's mode
        "pi3.safetensors for the semantic encoder.")
 
 
-class PPVDFamily(registry.KeyFamily):
+FILE = ModelFile(
+    "ppvd.pth", ("video_dit",), "pi3", None, "~2.2 GB",
+    "Pixel-Perfect Video Depth (PPVD) video DiT (561,754,944 parameters with pos_embed). It is only "
+    f"on Google Drive (no direct link): open the video-model link in the official README "
+    f"({OFFICIAL_REPO}) in a browser, confirm Google Drive's \"can't scan this file for viruses\" page "
+    "with \"Download anyway\", and place the file in the models folder as ppvd.pth. A small HTML file "
+    "saved under that name is that web page, not the model. Pair it with pi3.safetensors.",
+    defaults=("video_dit",), page=OFFICIAL_REPO)
+
+
+class PPVDFamily(KeyFamily):
     """DiT_Video: the image DiT's embedder and fusion MLP plus temporal blocks, all under one prefix."""
 
-    name, role, score = "ppvd", "dit", 3
+    name, slot, encoder_slot, video, files, score = "ppvd", "video_dit", "video_encoder", True, (FILE,), 3
     title = "the PPVD video DiT (ppvd.pth)"
     advice = "This is the video model (PPVD); use the video nodes (PPD Load Video Model, PPD Video Depth)."
-    pipeline = "comfyui_ppd.families.ppvd.pipeline:VideoDepthPipeline"
     needs = ("x_embedder.proj.weight", "proj_fusion.0.weight", "temporal_blocks.0.")
 
     def part(self, ckpt: Checkpoint) -> dict[str, Tensor]:
         """The DiT's tensors (not e.g. `sem_encoder.*` beside them); a missing `pos_embed` gets the sin-cos
         table (the official non-strict load keeps the constructor's); a stored table that differs from the
         formula is used on its own grid, with a warning (other sizes use the formula)."""
-        prefix = registry.single_prefix(ckpt, ANCHOR, "video DiTs", EXPECTED, FIX, also="x_embedder.proj.weight")
+        prefix = single_prefix(ckpt, ANCHOR, "video DiTs", EXPECTED, FIX, also="x_embedder.proj.weight")
         sd = {k: v for k, v in subdict(ckpt.tensors, prefix).items() if k.split(".")[0] in DIT_GROUPS}
         cfg = config_from(sd, ckpt.label)
         table = sincos_2d(cfg.hidden_size, *cfg.pos_grid)
@@ -64,15 +73,3 @@ class PPVDFamily(registry.KeyFamily):
     def build(self, config: VideoDiTConfig) -> nn.Module:
         return VideoDiT(config)
 
-
-def load_video_dit(source: Source, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> VideoDiT:
-    """Only the PPVD DiT_Video (ppvd.pth with any prefix, e.g. `dit_video.`, or a state dict), strictly;
-    any other model is refused with what it is (e.g. the image DiT)."""
-    return cast(VideoDiT, registry.load(source, ("ppvd",), EXPECTED, FIX, device=device, dtype=dtype))
-
-
-def load_pi3(source: Source, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-             num_heads: int | None = None) -> Pi3Semantics:
-    """Only Pi3's semantic path (pi3.safetensors; the point/conf/camera decoders are skipped), strictly."""
-    return cast(Pi3Semantics, registry.load(source, ("pi3",), PI3_EXPECTED, PI3_FIX, device=device, dtype=dtype,
-                                            num_heads=num_heads))

@@ -13,12 +13,15 @@ from torch import Tensor
 
 from ... import imaging
 from ...checkpoints import Source
+from ...encoders.pi3 import PI3_EXPECTED, PI3_FIX
 from ...errors import InputError
 from ...flicker import FlickerReport, measure_flicker
 from ...io import images
 from ...io.files import atomic_write
+from ...loaders import load
+from ...registry import in_slots
 from ...runtime import Precision
-from . import Pi3Semantics, VideoDepthPipeline, VideoDepthResult, load_pi3, load_video_dit, window_plan
+from . import EXPECTED, FIX, Pi3Semantics, VideoDepthPipeline, VideoDepthResult, VideoDiT, window_plan
 from .flops import window_flop
 from .pipeline import WINDOW, Frames, ProgressCallback
 
@@ -28,7 +31,9 @@ def load_video_pipeline(dit: Source, encoder: Source, precision: Precision, *, d
     """The video DiT (ppvd.pth) and Pi3 (pi3.safetensors) in the policy's weight dtype, run under its autocast;
     image-model files are refused with their advice (use the image nodes)."""
     w = precision.weights
-    return VideoDepthPipeline(load_video_dit(dit, device, w), load_pi3(encoder, device, w),
+    return VideoDepthPipeline(cast(VideoDiT, load(dit, in_slots("video_dit"), EXPECTED, FIX, device=device, dtype=w)),
+                              cast(Pi3Semantics, load(encoder, in_slots("video_encoder"), PI3_EXPECTED, PI3_FIX,
+                                                      device=device, dtype=w)),
                               process_size=process_size, autocast=precision.autocast)
 
 
