@@ -15,8 +15,9 @@ import comfy.model_management as mm
 import comfy.utils
 import torch
 
-from ..comfyui_ppd import imaging, tasks
+from ..comfyui_ppd import imaging
 from ..comfyui_ppd.errors import InputError
+from ..comfyui_ppd.families.ppd import steps as ppd_steps
 from ..comfyui_ppd.families.ppd.pipeline import Prepared
 from ..comfyui_ppd.sampling import sampling_timesteps
 
@@ -152,7 +153,7 @@ class PPD_DepthSampler:
         total = b * ensemble_size * len(sampling_timesteps(steps))
         prepared = Prepared(image, semantics["semantics"], semantics["input_size"])
         with cancellable(pipe.dit):
-            result = tasks.predict_depth(pipe, prepared, steps=steps, seed=seed, ensemble_size=ensemble_size,
+            result = ppd_steps.predict_depth(pipe, prepared, steps=steps, seed=seed, ensemble_size=ensemble_size,
                                          progress=progress(total, unique_id))
         packet = {"depth": result.depth, "spread": result.spread, "image": image,
                   "input_size": semantics["input_size"], "kind": "ppd"}

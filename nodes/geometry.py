@@ -21,9 +21,10 @@ import comfy.model_management as mm
 import comfy.model_patcher
 import torch
 
-from ..comfyui_ppd import catalogue, load_geometry_model, tasks
+from ..comfyui_ppd import catalogue, load_geometry_model
 from ..comfyui_ppd.errors import InputError
 from ..comfyui_ppd.families.moge2 import MoGe2Model
+from ..comfyui_ppd.families.moge2 import steps as moge2_steps
 from .depth import image_to_bchw
 from .model import model_choices, model_paths
 
@@ -109,8 +110,8 @@ class PPD_MoGe2Geometry:
             "apply_mask": ("BOOLEAN", {"default": True,
                                        "tooltip": "Set invalid pixels (sky, background MoGe-2 is unsure of) to "
                                                   "infinite depth and zero normal, as the official default."}),
-            "normal_convention": (list(tasks.NORMAL_CONVENTIONS), {
-                "default": next(iter(tasks.NORMAL_CONVENTIONS)),
+            "normal_convention": (list(moge2_steps.NORMAL_CONVENTIONS), {
+                "default": next(iter(moge2_steps.NORMAL_CONVENTIONS)),
                 "tooltip": "Colours of the normal map: ControlNet v1.1 NormalBae (what SD1.5 normal ControlNets "
                            "take) or OpenGL (R right, G up, B toward the camera; normal-map textures)."}),
         }}
@@ -126,7 +127,7 @@ class PPD_MoGe2Geometry:
         for i in range(x.shape[0]):
             mm.throw_exception_if_processing_interrupted()
             try:
-                outs.append(tasks.estimate_geometry(geometry_model.model, x[i:i + 1].to(device),
+                outs.append(moge2_steps.estimate_geometry(geometry_model.model, x[i:i + 1].to(device),
                                                     resolution_level=resolution_level,
                                                     fov_x=fov_x if fov_x > 0 else None, apply_mask=apply_mask))
             except InputError as e:
@@ -138,7 +139,7 @@ class PPD_MoGe2Geometry:
         if packet["normal"] is None:
             normal_map = torch.zeros(*packet["depth"].shape, 3)
         else:
-            normal_map = tasks.normal_image(packet["normal"], normal_convention)
+            normal_map = moge2_steps.normal_image(packet["normal"], normal_convention)
         depth = torch.where(packet["mask"] & torch.isfinite(packet["depth"]), packet["depth"], 0.0)
         summary = "\n".join(describe(packet, i, geometry_model.name) for i in range(x.shape[0]))
         return (packet, normal_map, depth[..., None].expand(-1, -1, -1, 3).contiguous(),

@@ -6,7 +6,7 @@ import math
 import comfy.model_management as mm
 import torch
 
-from ..comfyui_ppd import imaging, metrics, tasks
+from ..comfyui_ppd import imaging, metrics, outputs
 from .pointcloud import (
     CAMERA_INPUTS,
     DEPTH_INPUTS,
@@ -77,7 +77,7 @@ class PPD_EdgeMetricPreview:
                 truth = pick(truths, i, total, "gt_depth")
                 if truth is not None:  # the ground truth goes to the depth grid, never the reverse
                     truth = imaging.resize_depth(truth[None, None].float(), tuple(d.shape), "nearest")[0, 0]
-                return tasks.evaluate_edges(d, source.kind, focal, near=near, far=far, gt=truth,
+                return outputs.evaluate_edges(d, source.kind, focal, near=near, far=far, gt=truth,
                                             background=pick(colors, i, total, "image"), drop_invalid=True)
 
             result, heat = per_image(i, total, work)

@@ -11,8 +11,9 @@ import comfy.model_patcher
 import folder_paths
 import torch
 
-from ..comfyui_ppd import catalogue, inventory, runtime, tasks
+from ..comfyui_ppd import catalogue, inventory, runtime
 from ..comfyui_ppd.errors import CheckpointError
+from ..comfyui_ppd.families.ppd import steps as ppd_steps
 from ..comfyui_ppd.families.ppd.pipeline import PPDPipeline
 from ..comfyui_ppd.family import SLOTS
 
@@ -146,7 +147,7 @@ class PPD_LoadModel:
         policy = runtime.precision(precision, device)
         with warnings.catch_warnings(record=True) as caught:     # the engine's pairing guess goes to the UI
             warnings.simplefilter("always")
-            pipeline = tasks.load_pipeline(paths["dit"], paths["encoder"], policy, device=offload, compile=compile)
+            pipeline = ppd_steps.load_pipeline(paths["dit"], paths["encoder"], policy, device=offload, compile=compile)
         dit, encoder, dtype = pipeline.dit, pipeline.encoder, pipeline.weight_dtype
         bundle = PPDModelBundle(dit, encoder)
         patcher = comfy.model_patcher.ModelPatcher(bundle, load_device=device, offload_device=offload,

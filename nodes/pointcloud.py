@@ -23,8 +23,9 @@ import comfy.model_management as mm
 import folder_paths
 import torch
 
-from ..comfyui_ppd import depth3d, imaging, preview, tasks
+from ..comfyui_ppd import depth3d, imaging, outputs, preview
 from ..comfyui_ppd.errors import InputError
+from ..comfyui_ppd.families.moge2 import steps as moge2_steps
 from ..comfyui_ppd.io import meshes
 from . import moge
 from .depth import image_to_bchw
@@ -238,24 +239,26 @@ class PPD_DepthToPointCloud:
                 color, keep = pick(colors, i, total, "image"), pick(masks, i, total, "mask")
                 reference, valid = pick(references, i, total, "reference_depth"), None
                 packet = geometry if geometry is not None else moge_geometry
-                if geometry is not None and source.kind == "ppd" and reference is None:
+                scale = outputs.scale_source(source.kind, reference=reference is not None,
+                                             moge2=geometry is not None, moge=moge_geometry is not None)
+                if scale == "moge2":
                     g = moge.batch_index(geometry, i)
                     K = (camera(*source.depth[i].shape, source.input_width, fov_deg, focal_px)
                          if focal_px > 0 else None)
-                    cloud, metric, K = tasks.metric_geometry_cloud(
+                    cloud, metric, K = moge2_steps.metric_cloud(
                         source.depth[i], geometry["depth"][g], geometry["mask"][g], geometry["intrinsics"][g],
                         colors=color, mask=keep, stride=stride, discontinuity_threshold=discontinuity_threshold,
                         camera=K)
                 else:
-                    if reference is None and packet is not None:
+                    if scale == "geometry":
                         reference, valid = moge.reference(packet, i)
                     K = camera(*source.depth[i].shape, source.input_width, fov_deg, focal_px, packet, i)
-                    cloud, metric, K = tasks.depth_to_cloud(
+                    cloud, metric, K = outputs.depth_to_cloud(
                         source.depth[i], source.kind, near=near, far=far, intrinsics=K, colors=color,
                         reference=reference, reference_mask=valid, mask=keep, stride=stride,
                         discontinuity_threshold=discontinuity_threshold, drop_invalid=True)
                 if outlier_filter:
-                    cloud = tasks.remove_outliers(cloud, metric, K)
+                    cloud = outputs.remove_outliers(cloud, metric, K)
                 kept = torch.isfinite(metric)                           # dropped pixels are NaN
                 if keep is not None:
                     kept &= imaging.resize_depth(keep[None, None].float(), tuple(metric.shape), "nearest")[0, 0] > 0.5

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..comfyui_ppd import imaging, tasks
+from ..comfyui_ppd import imaging, outputs
 from ..comfyui_ppd.errors import InputError
 
 SIZES = ["input", "processing"]
@@ -153,12 +153,12 @@ class PPD_SaveDepth:
             base = os.path.join(folder, f"{name}_{counter + i:05}_")
             raw_tag = f"{raw[1]}x{raw[0]}"
             if png16:
-                path = tasks.save_depth(depth[i], {"png16": base + ".png"}, size=size, near_white=near_white,
+                path = outputs.save_depth(depth[i], {"png16": base + ".png"}, size=size, near_white=near_white,
                                         png_compress_level=PNG16_COMPRESSION)["png16"]
                 lines.append(f"{os.path.basename(path)}: {wxh(size)}, 16-bit grey, {megabytes(str(path))}")
             raw_files = {kind: f"{base}{raw_tag}.{kind}" for kind, on in (("npy", npy), ("exr", exr)) if on}
             if raw_files:
-                for path in tasks.save_depth(depth[i], raw_files, size=raw).values():
+                for path in outputs.save_depth(depth[i], raw_files, size=raw).values():
                     lines.append(f"{os.path.basename(path)}: {wxh(raw)} raw float32 ({raw_size} size), "
                                  f"{megabytes(str(path))}")
         text = "\n".join(lines)

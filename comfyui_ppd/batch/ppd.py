@@ -3,7 +3,7 @@
 Images: OUT/<stem>_depth.npy, _depth16.png, _depth_color.png (+ _points.ply with --pointcloud, _normals.png
 with --normals). Videos without the video model (image model per frame): OUT/<stem>/frame_000000_depth.npy, ...
 and OUT/<stem>/frames.json, written last, which records the frame count so a finished video is recognised on a
-re-run. The steps are tasks.py's (load_pipeline, save_depth, depth_to_cloud, the MoGe-2 metric chain), so a
+re-run. The steps are the families' and outputs.py's (load_pipeline, save_depth, the point clouds), so a
 batch writes what a single `predict` always wrote.
 """
 from __future__ import annotations
@@ -20,8 +20,10 @@ from typing import Any
 
 import torch
 
-from .. import imaging, loaders, runtime, tasks
+from .. import imaging, loaders, outputs, runtime
 from ..errors import PPDError
+from ..families.moge2 import steps as moge2_steps
+from ..families.ppd import steps as ppd_steps
 from ..families.ppd.pipeline import Prepared, validate_image
 from ..io.files import atomic_write, remove_stale_temps
 from ..io.images import load_image
@@ -84,7 +86,7 @@ class PPDProcessor:
             if self._pipe is None:
                 device = torch.device(self.device)
                 try:
-                    self._pipe = tasks.load_pipeline(self.dit_path, self.enc_path,
+                    self._pipe = ppd_steps.load_pipeline(self.dit_path, self.enc_path,
                                                      runtime.precision(self.options.precision, device), device=device,
                                                      area=self.options.area)
                 except PPDError as e:
@@ -172,7 +174,7 @@ class PPDProcessor:
         if model is None:
             return depths
         device = torch.device(self.device)
-        return [(d, tasks.estimate_geometry(model, p["original"].to(device))) for d, p in zip(depths, payloads)]
+        return [(d, moge2_steps.estimate_geometry(model, p["original"].to(device))) for d, p in zip(depths, payloads)]
 
     def write(self, item: Item, tag: int, payload: Any, result: Any) -> int:
         depth, geo = result if isinstance(result, tuple) else (result, None)
@@ -180,13 +182,16 @@ class PPDProcessor:
         keep = set() if self.options.overwrite else {k for k, p in paths.items() if p.exists()}
         cloud = None
         if "ply" in paths and "ply" not in keep:      # built before any write: a bad --near/--far writes nothing
-            if geo is not None:                       # the official metric chain: MoGe-2 scale and camera
-                cloud = tasks.official_metric_cloud(depth[0], payload["original"][0], geo,
-                                                    outlier_filter=self.options.outlier_filter)
+            if outputs.scale_source("ppd", reference=False, moge2=geo is not None) == "moge2":
+                assert geo is not None                # the official metric chain: MoGe-2 scale and camera
+                cloud, _, _ = moge2_steps.metric_cloud(
+                    depth[0], geo["depth"][0], geo["mask"][0], geo["intrinsics"][0], convention="official",
+                    colors=payload["original"][0].permute(1, 2, 0).cpu(), outlier_filter=self.options.outlier_filter)
             else:                                     # pixels mapped behind the camera are dropped, as in the nodes
-                cloud, metric, _ = tasks.depth_to_cloud(depth[0], "ppd", near=self.options.near, far=self.options.far,
-                                                        fov_deg=self.options.fov, drop_invalid=True,
-                                                        colors=payload["image"][0].permute(1, 2, 0))
+                cloud, metric, _ = outputs.depth_to_cloud(depth[0], "ppd", near=self.options.near,
+                                                          far=self.options.far, fov_deg=self.options.fov,
+                                                          drop_invalid=True,
+                                                          colors=payload["image"][0].permute(1, 2, 0))
                 dropped = int(torch.isnan(metric).sum())
                 if dropped:
                     print(f"warning: {paths['ply'].name}: {dropped:,} of {metric.numel():,} pixels left out: their "
@@ -195,13 +200,13 @@ class PPDProcessor:
         overwrite = self.options.overwrite
         at_input: dict[str, str | os.PathLike] = {k: paths[k] for k in ("png16", "color") if k not in keep}
         if at_input:
-            tasks.save_depth(depth, at_input, size=payload["input_size"], overwrite=overwrite)
+            outputs.save_depth(depth, at_input, size=payload["input_size"], overwrite=overwrite)
         if "npy" not in keep:                         # raw depth at the processing size
-            tasks.save_depth(depth, {"npy": paths["npy"]}, overwrite=overwrite)
+            outputs.save_depth(depth, {"npy": paths["npy"]}, overwrite=overwrite)
         if cloud is not None:
             write_ply(paths["ply"], cloud, overwrite=overwrite)
         if "normals" in paths and "normals" not in keep and geo is not None:
-            tasks.save_normals(geo["normal"][0], paths["normals"], overwrite=overwrite)
+            moge2_steps.save_normals(geo["normal"][0], paths["normals"], overwrite=overwrite)
         return len(keep)
 
     def finish(self, item: Item, count: int) -> None:

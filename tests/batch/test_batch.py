@@ -9,10 +9,11 @@ import pytest
 from PIL import Image
 
 from batch_data import AREA, STEPS, bad_files, counts, make_tree, output_files, predict
-from comfyui_ppd import runtime, tasks
+from comfyui_ppd import runtime
 from comfyui_ppd.batch.inputs import expand_inputs, resolve_collisions
 from comfyui_ppd.cli import main
 from comfyui_ppd.errors import InputError
+from comfyui_ppd.families.ppd import steps as ppd_steps
 from comfyui_ppd.io.images import load_image
 
 
@@ -104,9 +105,9 @@ def test_batched_prefetched_run_equals_one_by_one(models, tree, tmp_path, capsys
     assert "s1/t1/img01_depth16.png" in batched and "s0/img00_depth.npy" in batched   # mirrored tree
     assert all(batched[k] == single[k] for k in batched)                               # byte-equal files
     # One-by-one through the pipeline itself (the old per-image CLI path) gives the same raw depth.
-    pipe = tasks.load_pipeline(models["dit"], models["da2"], runtime.precision("auto", "cpu"), area=AREA)
+    pipe = ppd_steps.load_pipeline(models["dit"], models["da2"], runtime.precision("auto", "cpu"), area=AREA)
     for path in images[:3]:
-        depth = tasks.predict_depth(pipe, load_image(path), steps=STEPS, seed=0).depth[0, 0]
+        depth = ppd_steps.predict_depth(pipe, load_image(path), steps=STEPS, seed=0).depth[0, 0]
         rel = path.relative_to(root / "in").with_suffix("").as_posix()
         assert np.array_equal(np.load(tmp_path / "batched" / f"{rel}_depth.npy"), depth.numpy())
 
@@ -214,7 +215,7 @@ def test_metric_and_normals_are_refused_with_ray(models, tmp_path, capsys):
 
 def test_resumed_metric_run_loads_no_model(models, tmp_path, capsys, monkeypatch):
     """Everything present: nothing is loaded (a broken loader would fail the run) and nothing is rewritten."""
-    from comfyui_ppd import loaders, tasks
+    from comfyui_ppd import loaders
     _touch(tmp_path / "a.png")
     args = ("--out", tmp_path / "o", "--pointcloud", "--metric", "--normals")
     assert predict(models, tmp_path / "a.png", *args) == 0
@@ -224,7 +225,7 @@ def test_resumed_metric_run_loads_no_model(models, tmp_path, capsys, monkeypatch
     def no_load(*a, **k):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr(tasks, "load_pipeline", no_load)
+    monkeypatch.setattr(ppd_steps, "load_pipeline", no_load)
     monkeypatch.setattr(loaders, "load_geometry_model", no_load)
     capsys.readouterr()
     assert predict(models, tmp_path / "a.png", *args) == 0

@@ -19,8 +19,9 @@ from hostile_files import BAD_CONFIGS, dit_with_config
 from PIL import Image
 
 from batch_data import counts
-from comfyui_ppd import cli, tasks
+from comfyui_ppd import cli
 from comfyui_ppd.cli import main
+from comfyui_ppd.families.ppd import steps as ppd_steps
 from tiny_models import tiny_dit_state_dict
 
 AREA, STEPS = "6144", "1"
@@ -86,8 +87,8 @@ def test_dotdot_that_stays_inside_is_normalised(models, tmp_path, capsys):
 def test_corrupt_model_config_stops_the_run_once_naming_the_file(models, tmp_path, capsys, monkeypatch, case):
     dit = dit_with_config(tmp_path / "ppd_bad.safetensors", BAD_CONFIGS[case])
     loads = []
-    real = tasks.load_pipeline
-    monkeypatch.setattr(tasks, "load_pipeline", lambda *a, **k: loads.append(1) or real(*a, **k))
+    real = ppd_steps.load_pipeline
+    monkeypatch.setattr(ppd_steps, "load_pipeline", lambda *a, **k: loads.append(1) or real(*a, **k))
     for i in range(2):
         _png(tmp_path / "in" / f"im{i}.png", seed=i)
     code = _predict(models, tmp_path / "in", "--out", tmp_path / "out", "--model", dit, "--encoder", models["da2"],
@@ -107,8 +108,8 @@ def test_a_model_that_cannot_load_stops_the_run_when_a_batch_fills_inside_an_ite
     sd["dit.blocks.0.attn.qkv.weight"] = torch.zeros(7, 7)                  # a clean CheckpointError
     torch.save(sd, tmp_path / "ppd_wrong.pth")
     loads = []
-    real = tasks.load_pipeline
-    monkeypatch.setattr(tasks, "load_pipeline", lambda *a, **k: loads.append(1) or real(*a, **k))
+    real = ppd_steps.load_pipeline
+    monkeypatch.setattr(ppd_steps, "load_pipeline", lambda *a, **k: loads.append(1) or real(*a, **k))
     for i in range(2):
         _png(tmp_path / "in" / f"im{i}.png", seed=i)
     code = _predict(models, tmp_path / "in", "--out", tmp_path / "out", "--model", tmp_path / "ppd_wrong.pth",
@@ -135,7 +136,7 @@ def test_read_only_out_is_named_once_before_any_model_loads(models, tmp_path, ca
     monkeypatch.setattr(os, "open", ro(real_open))
     monkeypatch.setattr(os, "unlink", ro(real_unlink))
     loads = []
-    monkeypatch.setattr(tasks, "load_pipeline", lambda *a, **k: loads.append(1))
+    monkeypatch.setattr(ppd_steps, "load_pipeline", lambda *a, **k: loads.append(1))
     for i in range(2):
         _png(tmp_path / "in" / f"im{i}.png", seed=i)
     code = _predict(models, tmp_path / "in", "--out", out)

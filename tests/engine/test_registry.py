@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from comfyui_ppd import CheckpointError, load_dit, load_semantic_encoder, registry, runtime, tasks
+from comfyui_ppd import CheckpointError, load_dit, load_semantic_encoder, registry, runtime
+from comfyui_ppd.families.ppd import steps as ppd_steps
 from comfyui_ppd.families.ppvd import steps as video_steps
 from plumbing import fixture_json
 from tiny_models import tiny_da2_state_dict, tiny_dit_state_dict, tiny_moge_checkpoint
@@ -45,7 +46,7 @@ def test_video_dit_given_to_the_image_loader_says_use_the_video_nodes(tmp_path):
     path = tmp_path / "ppd.pth"                     # an image-model name: detection ignores it
     torch.save(tiny_video_dit(), path)
     assert names(tiny_video_dit())[0] == "ppvd" and "ppd" not in names(tiny_video_dit())
-    msg = _error(tasks.load_pipeline, path, tmp_path / "unused.pth", runtime.precision("fp32", "cpu"))
+    msg = _error(ppd_steps.load_pipeline, path, tmp_path / "unused.pth", runtime.precision("fp32", "cpu"))
     assert "ppd.pth" in msg and "PPVD" in msg and "use the video nodes" in msg
 
 

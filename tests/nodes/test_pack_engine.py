@@ -24,7 +24,7 @@ def test_pack_uses_its_own_engine_with_a_decoy_first_on_sys_path(tmp_path, monke
     spec.loader.exec_module(module)
 
     assert "PPD_LoadModel" in module.NODE_CLASS_MAPPINGS
-    engine = sys.modules[name + ".nodes.model"].tasks
-    assert Path(engine.__file__).resolve() == REPO / "comfyui_ppd" / "tasks.py"
-    assert engine.__name__ == name + ".comfyui_ppd.tasks"
+    engine = sys.modules[name + ".nodes.model"].ppd_steps
+    assert Path(engine.__file__).resolve() == REPO / "comfyui_ppd" / "families" / "ppd" / "steps.py"
+    assert engine.__name__ == name + ".comfyui_ppd.families.ppd.steps"
     assert "comfyui_ppd" not in sys.modules                # nothing imported the top-level (decoy) name

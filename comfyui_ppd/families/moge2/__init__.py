@@ -6,6 +6,7 @@ from .metric import (
     fit_log_depth,
     intrinsics_to_pixels,
     metric_point_cloud,
+    metric_points,
     statistical_outlier_filter,
     unproject_pixels,
     window_outlier_filter,
@@ -13,5 +14,6 @@ from .metric import (
 from .model import MoGe2Model, token_grid
 
 __all__ = ["EXPECTED", "FIX", "OUTLIER_FILTERS", "MoGe2GeometryFamily", "MoGe2Model", "align_to_metric",
-           "fit_log_depth", "intrinsics_to_pixels", "metric_point_cloud", "moge2_config",
+           "fit_log_depth", "intrinsics_to_pixels", "metric_point_cloud", "metric_points",
+           "moge2_config",
            "statistical_outlier_filter", "token_grid", "unproject_pixels", "window_outlier_filter"]

@@ -214,7 +214,15 @@ def metric_point_cloud(ppd_depth: Tensor, metric_depth: Tensor, mask: Tensor, in
     """
     if outlier_filter not in OUTLIER_FILTERS:
         raise InputError(f"outlier_filter {outlier_filter!r}: choose one of {OUTLIER_FILTERS}.")
-    metric = align_to_metric(ppd_depth, metric_depth, mask)
+    return metric_points(align_to_metric(ppd_depth, metric_depth, mask), mask, intrinsics, image,
+                         outlier_filter=outlier_filter)
+
+
+def metric_points(metric: Tensor, mask: Tensor, intrinsics: Tensor, image: Tensor | None = None, *,
+                  outlier_filter: str = "exact") -> tuple[Tensor, Tensor | None, Tensor]:
+    """metric_point_cloud after the alignment: metric depth (H,W) in metres -> (points, colours, pixels)."""
+    if outlier_filter not in OUTLIER_FILTERS:
+        raise InputError(f"outlier_filter {outlier_filter!r}: choose one of {OUTLIER_FILTERS}.")
     m = _as_map(mask, "mask").to(metric.device).bool()
     points = unproject_pixels(metric, intrinsics_to_pixels(intrinsics, *metric.shape), m)
     pixels = m.nonzero()
