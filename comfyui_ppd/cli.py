@@ -223,8 +223,8 @@ def predict_videos(args: argparse.Namespace, items: list[Item], dit_path: Path, 
     if not todo:
         return summary
     device = runtime.pick_device(args.device)
-    pipe = video_steps.load_video_pipeline(dit_path, enc_path, runtime.precision(args.precision, device), device=device,
-                                     process_size=args.process_size)
+    pipe = video_steps.load_video_pipeline(dit_path, enc_path, runtime.precision(args.precision, device),
+                                           device=device, process_size=args.process_size)
     for n, item in enumerate(todo, 1):
         try:
             done = video_steps.predict_video_file(

@@ -14,18 +14,17 @@ from .families.moge2 import window_outlier_filter
 from .io import images
 
 DEPTH_FILES = ("png16", "color", "npy", "exr")
-SCALE_SOURCES = ("reference", "moge2", "geometry", "near_far")
 
 
 def scale_source(kind: str, *, reference: bool, moge2: bool, moge: bool = False) -> str:
     """Which metric scale a point cloud takes (the nodes and the CLI decide alike): a given `reference` depth
     wins; else PPD log-depth with this pack's MoGe-2 geometry is fitted to it in log(1 + d) (the official
-    alignment, "moge2"); else the depth of any MoGe geometry (`moge2`, or core MoGe's `moge`) is a robust
+    alignment, "log_fit"); else the depth of any MoGe geometry (`moge2`, or core MoGe's `moge`) is a robust
     reference ("geometry"); else PPD's near/far range ("near_far")."""
     if reference:
         return "reference"
     if moge2 and kind == "ppd":
-        return "moge2"
+        return "log_fit"
     return "geometry" if moge2 or moge else "near_far"
 
 

@@ -241,7 +241,7 @@ class PPD_DepthToPointCloud:
                 packet = geometry if geometry is not None else moge_geometry
                 scale = outputs.scale_source(source.kind, reference=reference is not None,
                                              moge2=geometry is not None, moge=moge_geometry is not None)
-                if scale == "moge2":
+                if scale == "log_fit":
                     g = moge.batch_index(geometry, i)
                     K = (camera(*source.depth[i].shape, source.input_width, fov_deg, focal_px)
                          if focal_px > 0 else None)

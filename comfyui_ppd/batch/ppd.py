@@ -182,7 +182,7 @@ class PPDProcessor:
         keep = set() if self.options.overwrite else {k for k, p in paths.items() if p.exists()}
         cloud = None
         if "ply" in paths and "ply" not in keep:      # built before any write: a bad --near/--far writes nothing
-            if outputs.scale_source("ppd", reference=False, moge2=geo is not None) == "moge2":
+            if outputs.scale_source("ppd", reference=False, moge2=geo is not None) == "log_fit":
                 assert geo is not None                # the official metric chain: MoGe-2 scale and camera
                 cloud, _, _ = moge2_steps.metric_cloud(
                     depth[0], geo["depth"][0], geo["mask"][0], geo["intrinsics"][0], convention="official",

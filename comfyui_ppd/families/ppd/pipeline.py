@@ -17,7 +17,7 @@ from ...align import fit_affine
 from ...encoders.base import SemanticEncoder
 from ...errors import InputError, PPDError
 from ...sampling import make_noise, sample, sampling_timesteps
-from . import ENCODERS, pairing_problem
+from . import pairing_problem
 from .dit import PPDDiT
 
 ProgressCallback = Callable[[int, int], None]
@@ -218,7 +218,7 @@ def check_pair(dit: PPDDiT, encoder: SemanticEncoder) -> None:
     if not isinstance(dit, PPDDiT):
         raise InputError(f"PPDPipeline needs the PPD image DiT (ppd.pth), got {type(dit).__name__}; the video "
                          "DiT (ppvd.pth) goes to VideoDepthPipeline with pi3.safetensors.")
-    if encoder.kind not in ENCODERS:
+    if encoder.kind == "pi3":
         raise InputError("Pi3 is the video model's semantic encoder; PPDPipeline needs depth_anything_v2_vitl.pth "
                          "(ppd.pth) or the MoGe-2 model.pt (ppd_moge.pth).")
     want = dit.config.semantic_dim
