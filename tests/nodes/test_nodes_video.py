@@ -110,8 +110,8 @@ def test_a_list_of_same_size_batches_is_one_clip(pack, video_model):
 
 
 def test_long_clip_on_cpu_warns_with_an_estimate(pack, comfy_env, video_model, monkeypatch, caplog):
-    pack_tasks = pack.comfyui_ppd.families.ppvd.steps         # the pack's own engine copy, as the node uses it
-    monkeypatch.setattr(pack_tasks, "video_seconds", lambda pipe, n, steps=4: 7200.0)
+    video_steps = pack.comfyui_ppd.families.ppvd.steps        # the pack's own engine copy, as the node uses it
+    monkeypatch.setattr(video_steps, "video_seconds", lambda pipe, n, steps=4: 7200.0)
     with caplog.at_level(logging.WARNING, logger="comfyui_ppd"):
         ui, (_, _, summary, _) = run(pack, video_model, frames(2))
     assert "will take roughly 2.0 h" in summary and "2.0 h" in caplog.text
@@ -120,14 +120,14 @@ def test_long_clip_on_cpu_warns_with_an_estimate(pack, comfy_env, video_model, m
 
 def test_time_estimate_is_flop_over_measured_rate(pack, video_model, monkeypatch):
     """video_seconds = windows x window FLOP / the measured matmul rate (1-16 frames: 1 window; 17-29: 2)."""
-    tasks = pack.comfyui_ppd.families.ppvd.steps
+    video_steps = pack.comfyui_ppd.families.ppvd.steps
     from comfyui_ppd.families.ppvd.flops import window_flop
     pipe = video_model.at_size(32, 64)
-    assert tasks.matmul_rate(pipe.device) > 0
-    monkeypatch.setattr(tasks, "matmul_rate", lambda device: 1e9)
+    assert video_steps.matmul_rate(pipe.device) > 0
+    monkeypatch.setattr(video_steps, "matmul_rate", lambda device: 1e9)
     flop = window_flop(pipe.dit.config, pipe.encoder.config, 32, 64, 4)
-    assert tasks.video_seconds(pipe, 16) == flop / 1e9 and tasks.video_seconds(pipe, 29) == 2 * flop / 1e9
-    assert tasks.long_video_warning(pipe, 2, limit_s=1e9) is None
+    assert video_steps.video_seconds(pipe, 16) == flop / 1e9 and video_steps.video_seconds(pipe, 29) == 2 * flop / 1e9
+    assert video_steps.long_video_warning(pipe, 2, limit_s=1e9) is None
 
 
 def test_flicker_metric_on_one_frame_and_bad_input(pack):
