@@ -31,7 +31,7 @@ from .common import (
 
 RESOLUTIONS = {"1024x768 area (official)": imaging.DEFAULT_AREA, "768x576 area (faster)": 768 * 576,
                "512x384 area (fastest)": 512 * 384, "custom long side": None}
-MODEL_INPUT = ("ppd_model", "The model from Load PPD Model.")
+MODEL_TOOLTIP = "The model from Load PPD Model."
 ALIASES = ["depth", "depth estimation", "depth map", "monocular depth", "pixel perfect depth", "zoe", "midas",
            "depth anything", "controlnet depth", "ppd"]
 
@@ -45,7 +45,7 @@ class PPD_SemanticEncoder(io.ComfyNode):
             "encoder once per image. Batches are processed in chunks that fit memory.",
             ALIASES + ["semantic encoder", "image encoder"],
             inputs=[
-                PPDModel.Input(*MODEL_INPUT),
+                PPDModel.Input("ppd_model", tooltip=MODEL_TOOLTIP),
                 io.Image.Input("image", tooltip="The image or batch of frames to estimate depth for."),
                 io.Combo.Input("resolution", options=list(RESOLUTIONS), default="1024x768 area (official)",
                                tooltip="Processing size. PPD was trained at a 1024x768 pixel area (aspect kept); "
@@ -89,7 +89,7 @@ class PPD_DepthSampler(io.ComfyNode):
             "ensemble averages several samples and reports their spread.",
             ALIASES + ["depth sampler", "diffusion depth", "sharp edges", "no flying pixels"],
             inputs=[
-                PPDModel.Input(*MODEL_INPUT),
+                PPDModel.Input("ppd_model", tooltip=MODEL_TOOLTIP),
                 PPDSemantics.Input("semantics", tooltip="The output of PPD Semantic Encoder."),
                 io.Int.Input("steps", default=4, min=1, max=50,
                              tooltip="Sampling steps. 4 is the official default; more steps change little."),

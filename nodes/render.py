@@ -25,7 +25,7 @@ from .common import (
 SIZES = ["input", "processing"]
 NORMALIZATION = ["per image", "whole batch"]
 PNG16_COMPRESSION = 1   # zlib level for the 16-bit PNG: ~2x faster than PIL's 6 for a few % more bytes
-DEPTH_INPUT = ("ppd_depth", "Depth from PPD Depth Sampler or PPD Video Depth.")
+DEPTH_TOOLTIP = "Depth from PPD Depth Sampler or PPD Video Depth."
 
 
 def target_size(ppd_depth: dict, output_size: str) -> tuple[int, int]:
@@ -43,7 +43,7 @@ class PPD_DepthRender(io.ComfyNode):
             ["depth", "depth map", "colormap", "depth to image", "depth mask", "controlnet depth", "video depth",
              "ppd"],
             inputs=[
-                PPDDepth.Input(*DEPTH_INPUT),
+                PPDDepth.Input("ppd_depth", tooltip=DEPTH_TOOLTIP),
                 io.Combo.Input("mode", options=list(imaging.RENDER_MODES), default="colormap",
                                tooltip="controlnet: near = white (what depth ControlNets expect); depth: far = "
                                        "white; colormap: a color map (far = the map's end)."),
@@ -83,7 +83,7 @@ class PPD_SaveDepth(io.ComfyNode):
             "the PNG as saved and lists the files.",
             ["save depth", "depth png", "16-bit depth", "exr", "npy", "export depth", "ppd"],
             inputs=[
-                PPDDepth.Input(*DEPTH_INPUT),
+                PPDDepth.Input("ppd_depth", tooltip=DEPTH_TOOLTIP),
                 io.String.Input("filename_prefix", default="ppd/depth",
                                 tooltip="File name prefix; may include sub-folders of the output folder and "
                                         "ComfyUI tokens like %date:yyyy-MM-dd%."),
