@@ -26,6 +26,7 @@ from .common import (
     Geometry,
     GeometryModel,
     LoadedModel,
+    cancellable,
     image_to_bchw,
     loaded,
     log,
@@ -129,14 +130,15 @@ class PPD_MoGe2Geometry(io.ComfyNode):
         model.load((1 << 30) + h * w * 64 * 4)           # ~1 GiB of neck/head maps plus per-pixel outputs
         device = next(model.engine.parameters()).device
         outs = []
-        for i in range(x.shape[0]):
-            mm.throw_exception_if_processing_interrupted()
-            try:
-                outs.append(moge2_steps.estimate_geometry(model.engine, x[i:i + 1].to(device),
-                                                    resolution_level=resolution_level,
-                                                    fov_x=fov_x if fov_x > 0 else None, apply_mask=apply_mask))
-            except InputError as e:
-                raise InputError(f"image {i + 1} of {x.shape[0]}: {e}" if x.shape[0] > 1 else str(e)) from e
+        with cancellable(model.engine):                  # Cancel acts within a block, as in the PPD nodes
+            for i in range(x.shape[0]):
+                mm.throw_exception_if_processing_interrupted()
+                try:
+                    outs.append(moge2_steps.estimate_geometry(model.engine, x[i:i + 1].to(device),
+                                                        resolution_level=resolution_level,
+                                                        fov_x=fov_x if fov_x > 0 else None, apply_mask=apply_mask))
+                except InputError as e:
+                    raise InputError(f"image {i + 1} of {x.shape[0]}: {e}" if x.shape[0] > 1 else str(e)) from e
         packet = {k: torch.cat([o[k] for o in outs]) for k in ("depth", "mask", "intrinsics", "points",
                                                                "metric_scale")}
         packet["normal"] = None if outs[0]["normal"] is None else torch.cat([o["normal"] for o in outs])

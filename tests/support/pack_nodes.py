@@ -20,11 +20,13 @@ class Shown:
 
 class Output:
     """A node's result: iterate or index for the outputs, ["result"] for them as a tuple, ["ui"] for the UI dict
-    plus the last text the node showed as "text", `texts` for every text it showed."""
+    plus the last text the node showed as "text", `texts` for every text it showed, `node_ui` for the node's own
+    UI output."""
 
     def __init__(self, result: tuple, ui: dict | None, texts: list[str]) -> None:
         self.result = tuple(result or ())
-        self.ui = dict(ui or {})
+        self.node_ui = dict(ui or {})             # what the node itself put in its UI output
+        self.ui = dict(self.node_ui)
         if texts:
             self.ui["text"] = [texts[-1]]
         self.texts = texts
