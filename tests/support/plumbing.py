@@ -31,6 +31,7 @@ def _install_comfyui() -> bool:
         import comfy.model_management  # noqa: F401
         import comfy_api.latest  # noqa: F401
         import folder_paths  # noqa: F401
+        import utils.extra_config  # noqa: F401  (ComfyUI's utils package, bound first as main.py does)
         import server  # noqa: F401  (now, while the checkout leads sys.path: the pack's nodes/ must not shadow nodes.py)
         return True
     except ImportError as e:
