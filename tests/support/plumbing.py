@@ -2,6 +2,7 @@
 and the real ComfyUI's modules made importable before the pack loads."""
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import sys
@@ -31,7 +32,7 @@ def _install_comfyui() -> bool:
         import comfy.model_management  # noqa: F401
         import comfy_api.latest  # noqa: F401
         import folder_paths  # noqa: F401
-        import utils.extra_config  # noqa: F401  (ComfyUI's utils package, bound first as main.py does)
+        importlib.import_module("utils.extra_config")  # ComfyUI's utils package first, as main.py binds it
         import server  # noqa: F401  (now, while the checkout leads sys.path: the pack's nodes/ must not shadow nodes.py)
         return True
     except ImportError as e:
