@@ -390,7 +390,7 @@ def read_depth(ppd_depth, depth_image, depth_map, depth_kind: str) -> DepthInput
             raise InputError(f"depth_image must be an IMAGE (batch, height, width, channels), got "
                              f"{getattr(depth_image, 'shape', type(depth_image).__name__)}.")
         if (depth_image[..., :3] - depth_image[..., :1]).abs().max() > 1 / 255:
-            log.warning("PPD: the depth image's color channels differ (a color-mapped render?); using its "
+            log.warning("PPD: the depth image's colour channels differ (a colour-mapped render?); using its "
                         "first channel. Connect a grey depth image, or the raw depth as a MASK.")
         d = depth_image[..., 0]
     else:

@@ -102,10 +102,10 @@ class PPD_DepthSampler(io.ComfyNode):
             ],
             outputs=[
                 output(PPDDepth, "ppd_depth", "Raw PPD depth (normalised log-depth, larger = farther) at the "
-                                                     "processing size, for Render / Save / Point Cloud nodes."),
+                                              "processing size, for Render / Save / Point Cloud nodes."),
                 output(io.Image, "depth_image", "Depth as an image at the input size, near = white, "
-                                                       "normalised per image: wire it straight into a depth "
-                                                       "ControlNet."),
+                                                "normalised per image: wire it straight into a depth "
+                                                "ControlNet."),
             ],
             hidden=[io.Hidden.unique_id],
         )

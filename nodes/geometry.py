@@ -104,19 +104,19 @@ class PPD_MoGe2Geometry(io.ComfyNode):
             ],
             outputs=[
                 output(Geometry, "geometry", "Metric depth, mask, normalised intrinsics, points and normals "
-                                                    "(see nodes/geometry.py), for PPD Depth to Point Cloud's "
-                                                    "geometry input."),
-                output(io.Image, "normal_map", "Normals as colors in the chosen convention (ControlNet v1.1 "
-                                                      "NormalBae: R left, G up, B toward the camera, so a wall "
-                                                      "facing the camera is (0.5, 0.5, 1)); black when the model "
-                                                      "has no normal head."),
+                                             "(see nodes/geometry.py), for PPD Depth to Point Cloud's "
+                                             "geometry input."),
+                output(io.Image, "normal_map", "Normals as colours in the chosen convention (ControlNet v1.1 "
+                                               "NormalBae: R left, G up, B toward the camera, so a wall "
+                                               "facing the camera is (0.5, 0.5, 1)); black when the model "
+                                               "has no normal head."),
                 output(io.Image, "metric_depth", "Metric depth in metres in all three channels (0 at invalid "
-                                                        "pixels): raw values, not [0,1], so a preview looks white; "
-                                                        "wire it to PPD Depth to Point Cloud's depth_image with "
-                                                        "depth_kind 'depth'."),
+                                                 "pixels): raw values, not [0,1], so a preview looks white; "
+                                                 "wire it to PPD Depth to Point Cloud's depth_image with "
+                                                 "depth_kind 'depth'."),
                 output(io.Mask, "mask", "MoGe-2's valid pixels (1 = valid)."),
                 output(io.String, "summary", "Camera, depth range, valid share and normals per image (also "
-                                                    "shown on the node)."),
+                                             "shown on the node)."),
             ],
             hidden=[io.Hidden.unique_id],
         )

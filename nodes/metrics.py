@@ -52,19 +52,19 @@ class PPD_EdgeMetricPreview(io.ComfyNode):
             ],
             outputs=[
                 output(io.Image, "heatmap", "Flying pixels in red over the dimmed image (or the depth, near = "
-                                                   "bright), one per image, at the depth grid."),
+                                            "bright), one per image, at the depth grid."),
                 output(io.Float, "edge_flying_ratio", "Flying pixels / edge-band pixels (0-1), averaged "
-                                                             "over the batch."),
+                                                      "over the batch."),
                 output(io.Float, "image_flying_ratio", "Flying pixels / all valid pixels (0-1), averaged "
-                                                              "over the batch."),
+                                                       "over the batch."),
                 output(io.Int, "flying_count", "Number of flying pixels, summed over the batch."),
                 output(io.Float, "edge_chamfer", "Edge Chamfer distance in metres (mean of both directions, "
-                                                        "after a least-squares fit to the ground truth), averaged "
-                                                        "over the batch. NaN without ground truth."),
+                                                 "after a least-squares fit to the ground truth), averaged "
+                                                 "over the batch. NaN without ground truth."),
                 output(io.Float, "abs_rel", "Mean absolute relative error over all valid pixels, averaged "
-                                                   "over the batch. NaN without ground truth."),
+                                            "over the batch. NaN without ground truth."),
                 output(io.Float, "delta1", "Share of pixels with max(pred/gt, gt/pred) < 1.25, averaged "
-                                                  "over the batch. NaN without ground truth."),
+                                           "over the batch. NaN without ground truth."),
                 output(io.String, "summary", "One line per image (also shown on the node)."),
             ],
             hidden=[io.Hidden.unique_id],

@@ -57,9 +57,9 @@ class PPD_LoadModel(io.ComfyNode):
             ],
             outputs=[
                 output(PPDModel, "ppd_model", "The loaded PPD model, for the Semantic Encoder and Depth "
-                                                     "Sampler nodes."),
+                                              "Sampler nodes."),
                 output(io.String, "info", "What was loaded, in what precision, and any warning (a DiT / "
-                                                 "encoder mismatch, fp16 on the CPU); also shown on the node."),
+                                          "encoder mismatch, fp16 on the CPU); also shown on the node."),
             ],
             hidden=[io.Hidden.unique_id, io.Hidden.prompt],
         )

@@ -7,7 +7,7 @@ PPD_POINTS (a plain dict, CPU tensors): "stride" (int, the grid step the points 
               depth grid, height and width of that grid
   depth       (h,w) metric depth in metres on the depth grid (before the mask and the filter)
   intrinsics  (3,3) float64 pixel intrinsics of the depth grid
-  image       (H',W',3) colors in [0,1] at any size (resized to the depth grid when used), or None
+  image       (H',W',3) colours in [0,1] at any size (resized to the depth grid when used), or None
               (points shaded by depth)
   mask        (H",W") keep-mask (1 = keep) at any size (resized nearest when used), or None
 The writers turn the OpenCV frame into the viewer frame (y up, -z forward) on the way out.
@@ -98,7 +98,7 @@ class PPD_DepthToPointCloud(io.ComfyNode):
             ],
             outputs=[
                 output(PPDPoints, "points", "Point clouds (metres, OpenCV camera frame) with what a mesh "
-                                                   "needs, for Save Point Cloud."),
+                                            "needs, for Save Point Cloud."),
                 output(io.String, "summary", "Point counts per image (also shown on the node)."),
             ],
             hidden=[io.Hidden.unique_id],
@@ -198,7 +198,7 @@ class PPD_SavePointCloud(io.ComfyNode):
                 io.String.Input("filename_prefix", default="ppd/points",
                                 tooltip="File name prefix; may include sub-folders of the output folder and "
                                         "ComfyUI tokens like %date:yyyy-MM-dd%."),
-                io.Boolean.Input("ply", default=True, tooltip="Write a binary PLY (float xyz, 8-bit color; y up, "
+                io.Boolean.Input("ply", default=True, tooltip="Write a binary PLY (float xyz, 8-bit colour; y up, "
                                                              "-z forward, metres) for Blender, MeshLab, "
                                                              "CloudCompare."),
                 io.Boolean.Input("glb", default=True, tooltip="Write a GLB with one POINTS primitive, for Preview "
@@ -211,11 +211,11 @@ class PPD_SavePointCloud(io.ComfyNode):
             ],
             outputs=[
                 output(io.String, "glb_path", "The first image's point GLB, relative to the output folder: "
-                                                     "wire into Preview 3D's model_file. Empty when glb is off."),
+                                              "wire into Preview 3D's model_file. Empty when glb is off."),
                 output(io.String, "ply_path", "The first image's PLY, relative to the output folder. Empty "
-                                                     "when ply is off."),
+                                              "when ply is off."),
                 output(io.String, "mesh_path", "The first image's mesh GLB, relative to the output folder "
-                                                      "(Preview 3D shows it too). Empty when mesh is off."),
+                                               "(Preview 3D shows it too). Empty when mesh is off."),
             ],
             hidden=[io.Hidden.unique_id],
             is_output_node=True,

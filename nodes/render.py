@@ -37,7 +37,7 @@ class PPD_DepthRender(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return schema(
             "PPD_DepthRender", "PPD Depth Render",
-            "Turns PPD depth into an image: 'controlnet' (near = white), 'depth' (far = white) or a color map, "
+            "Turns PPD depth into an image: 'controlnet' (near = white), 'depth' (far = white) or a colour map, "
             "normalised per image or over the whole batch (no flicker across video frames). Also outputs the "
             "normalised depth as a MASK for masking graphs.",
             ["depth", "depth map", "colormap", "depth to image", "depth mask", "controlnet depth", "video depth",
@@ -46,7 +46,7 @@ class PPD_DepthRender(io.ComfyNode):
                 PPDDepth.Input("ppd_depth", tooltip=DEPTH_TOOLTIP),
                 io.Combo.Input("mode", options=list(imaging.RENDER_MODES), default="colormap",
                                tooltip="controlnet: near = white (what depth ControlNets expect); depth: far = "
-                                       "white; colormap: a color map (far = the map's end)."),
+                                       "white; colormap: a colour map (far = the map's end)."),
                 io.Combo.Input("colormap", options=list(imaging.COLORMAPS), default="spectral",
                                tooltip="Colour map for mode 'colormap'. spectral is the official PPD look (near "
                                        "red, far violet)."),
@@ -60,7 +60,7 @@ class PPD_DepthRender(io.ComfyNode):
             outputs=[
                 output(io.Image, "image", "The rendered depth image (3 channels)."),
                 output(io.Mask, "mask", "The normalised depth in [0,1] with the same orientation as the "
-                                               "image (controlnet: near = 1; depth and colormap: far = 1)."),
+                                        "image (controlnet: near = 1; depth and colormap: far = 1)."),
             ],
         )
 

@@ -129,17 +129,17 @@ class PPD_VideoDepth(io.ComfyNode):
             ],
             outputs=[
                 output(PPDDepth, "ppd_depth", "Raw depth (normalised log-depth, larger = farther) at the "
-                                                     "frames' size, for Render / Save / Point Cloud / Edge Metric "
-                                                     "nodes."),
+                                              "frames' size, for Render / Save / Point Cloud / Edge Metric "
+                                              "nodes."),
                 output(io.Image, "depth_image", "Depth frames at the input size, near = white, normalised "
-                                                       "over the whole clip (no flicker from normalisation): wire "
-                                                       "it into a depth ControlNet or Create Video."),
+                                                "over the whole clip (no flicker from normalisation): wire "
+                                                "it into a depth ControlNet or Create Video."),
                 output(io.String, "summary", "Frames, windows, flicker figures (and a run-time warning for "
-                                                    "long clips on a CPU); also shown on the node."),
+                                             "long clips on a CPU); also shown on the node."),
                 output(io.String, "flicker_per_frame", "Per-frame flicker values as tab-separated text: "
-                                                              "scale and shift relative to frame 0, change and "
-                                                              "residual to the previous frame (every pixel counted "
-                                                              "as static)."),
+                                                       "scale and shift relative to frame 0, change and "
+                                                       "residual to the previous frame (every pixel counted "
+                                                       "as static)."),
             ],
             hidden=[io.Hidden.unique_id],
         )
@@ -188,10 +188,10 @@ class PPD_FlickerMetric(io.ComfyNode):
             outputs=[
                 output(io.String, "summary", "One line (also shown on the node)."),
                 output(io.String, "per_frame", "Per-frame values, tab-separated: log-scale and shift "
-                                                      "relative to frame 0, change and residual to the previous "
-                                                      "frame."),
+                                               "relative to frame 0, change and residual to the previous "
+                                               "frame."),
                 output(io.Float, "change_percent", "Mean frame-to-frame change in % of the depth range "
-                                                          "(2-98 %)."),
+                                                   "(2-98 %)."),
                 output(io.Float, "scale_jump_percent", "RMS of the neighbour-to-neighbour scale jumps in %."),
             ],
             hidden=[io.Hidden.unique_id],
