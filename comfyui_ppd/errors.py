@@ -1,6 +1,11 @@
 """The pack's error types. Every message says what went wrong and how to fix it."""
 from __future__ import annotations
 
+# ComfyUI names an error by its class's module and name (`exception_type`) and its frontend shows that before
+# the message; inside ComfyUI this module is imported under the pack folder's full path, which fills the error
+# box. The classes therefore carry the engine's own module name, the one a plain `import comfyui_ppd` gives.
+MODULE = "comfyui_ppd.errors"
+
 
 class PPDError(ValueError):
     """Base class: the message is meant for the user (ComfyUI shows ``str(error)`` in its dialog)."""
@@ -16,6 +21,10 @@ class CheckpointError(PPDError):
 
 class InputError(PPDError):
     """An image, depth map or parameter cannot be processed as given."""
+
+
+for _cls in (PPDError, CheckpointError, InputError):
+    _cls.__module__ = MODULE
 
 
 def error_message(error: BaseException | str) -> str:

@@ -66,6 +66,11 @@ class Family:
         """An unloaded module of this architecture (called on the meta device)."""
         raise NotImplementedError
 
+    def sources(self, ckpt: Checkpoint, sd: Mapping[str, Tensor]) -> list[Tensor]:
+        """The file's tensors that `part` builds `sd` from (read from a header-only checkpoint): `sd`'s own,
+        unless `part` makes new tensors from several (a key-layout mapping)."""
+        return list(sd.values())
+
     def after_load(self, module: nn.Module, ckpt: Checkpoint, source: Source) -> None:
         """Fill fields that are not weights (e.g. provenance) after a strict load."""
 

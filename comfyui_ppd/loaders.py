@@ -40,7 +40,7 @@ def load(source: Source, accept: Sequence[str], expected: str, fix: str, *, devi
         module = family.build(config)
     check_strict(module, sd, ckpt.label, what)
     if ckpt.path is not None:
-        ckpt = read_tensors(ckpt, sd.values())
+        ckpt = read_tensors(ckpt, family.sources(ckpt, sd))
         sd = family.part(ckpt)
     module = load_strict(module, sd, ckpt.label, what, device, dtype)
     family.after_load(module, ckpt, source)

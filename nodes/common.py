@@ -20,13 +20,13 @@ import comfy.utils
 import folder_paths
 import numpy as np
 import torch
-from comfy_api.latest import io
+from comfy_api.latest import Types, io
 from PIL import Image
 
 from ..comfyui_ppd import catalogue, depth3d, inventory
 from ..comfyui_ppd.errors import CheckpointError, InputError
 from ..comfyui_ppd.family import SLOTS
-from . import moge
+from ..comfyui_ppd.io import da3_geometry, moge_geometry
 
 log = logging.getLogger("comfyui_ppd")
 CATEGORY = "PPD"
@@ -53,6 +53,11 @@ PPDPoints = io.Custom("PPD_POINTS")
 GeometryModel = io.Custom("PPD_GEOMETRY_MODEL")
 Geometry = io.Custom("PPD_GEOMETRY")
 MoGeGeometry = io.Custom("MOGE_GEOMETRY")
+DA3Geometry = io.Custom("DA3_GEOMETRY")
+# Core's typed 3D values (ComfyUI 0.27.0): None on older cores, whose nodes then keep only their path outputs.
+File3DPLY = getattr(io, "File3DPLY", None)
+File3DGLB = getattr(io, "File3DGLB", None)
+Mesh = io.Mesh if hasattr(Types, "MESH") else None      # 0.3.64 has the socket but no Types.MESH value class
 VideoModel = io.Custom("PPD_VIDEO_MODEL")
 
 
@@ -60,6 +65,17 @@ def node_id(cls) -> str | None:
     """The node's id in the running prompt (None when called outside a prompt, e.g. from a script)."""
     hidden = getattr(cls, "hidden", None)
     return getattr(hidden, "unique_id", None)
+
+
+def wanted(cls, slot: int) -> bool:
+    """Whether output `slot` of the running node feeds another node of the prompt (True outside a prompt), so
+    outputs that cost work or memory are made only when something takes them."""
+    prompt, me = getattr(getattr(cls, "hidden", None), "prompt", None), node_id(cls)
+    if not isinstance(prompt, dict) or me is None:
+        return True
+    return any(isinstance(v, list) and len(v) == 2 and str(v[0]) == str(me) and v[1] == slot
+               for entry in prompt.values() if isinstance(entry, dict)
+               for v in (entry.get("inputs") or {}).values())
 
 
 def show_text(cls, text: str) -> str:
@@ -228,6 +244,8 @@ def preview_images(images: torch.Tensor, prefix: str = "ppd_preview") -> list[di
 FOLDER = "ppd"
 EXTENSIONS = {".pth", ".pt", ".safetensors"}
 MISSING = " (missing: see README)"
+GEOMETRY_FOLDER = "geometry_estimation"                  # core's folder for MoGe and Depth Anything 3
+FOLDERS = {"geometry": (FOLDER, GEOMETRY_FOLDER)}        # where each role looks, in order (default: models/ppd)
 # The file inputs of the pack's loaders, by node id: {input name: role}; one missing-file message names them all.
 LOADER_FILES = {"PPD_LoadModel": {"dit_name": "dit", "encoder_name": "encoder"},
                 "PPD_LoadGeometryModel": {"model_name": "geometry"},
@@ -236,7 +254,8 @@ LOADER_FILES = {"PPD_LoadModel": {"dit_name": "dit", "encoder_name": "encoder"},
 
 def register_model_folder() -> list[str]:
     """models/ppd in folder_paths, restricted to .pth/.pt/.safetensors; paths already set (by
-    extra_model_paths.yaml, applied before packs load) are kept. Creates models/ppd when it is absent."""
+    extra_model_paths.yaml, applied before packs load) are kept. Creates models/ppd when it is absent.
+    Also registers core's models/geometry_estimation (0.27.0 does; older cores do not) for MoGe-2 files."""
     default = os.path.join(folder_paths.models_dir, FOLDER)
     known = folder_paths.folder_names_and_paths.get(FOLDER)
     paths = list(known[0]) if known else []
@@ -247,19 +266,40 @@ def register_model_folder() -> list[str]:
         os.makedirs(default, exist_ok=True)
     except OSError as e:  # a read-only install still starts; the Load node names the folder when run
         log.warning("PPD: could not create %s (%s)", default, e)
+    register_core_folder(GEOMETRY_FOLDER)
     return list(paths)
 
 
+def register_core_folder(name: str) -> None:
+    """A model folder as core 0.27.0 registers it (models/<name>, core's model extensions), on cores that lack it;
+    paths a yaml added before are kept (an old core's yaml entry has no extensions: core's are set)."""
+    known = folder_paths.folder_names_and_paths.get(name)
+    default = os.path.join(folder_paths.models_dir, name)
+    if known is None:
+        folder_paths.folder_names_and_paths[name] = ([default], set(folder_paths.supported_pt_extensions))
+    elif not known[1]:
+        folder_paths.folder_names_and_paths[name] = (list(known[0]) + [default] * (default not in known[0]),
+                                                     set(folder_paths.supported_pt_extensions))
+
+
 def model_choices(role: str) -> list[str]:
-    """Files in models/ppd this node loads in that role (told from their keys; files that cannot be read
-    cheaply are listed in both), or one "<official name> (missing: see README)" entry when there is none."""
-    files = []
-    for name in folder_paths.get_filename_list(FOLDER):
-        path = folder_paths.get_full_path(FOLDER, name)
-        kind = inventory.file_kind(path) if path else inventory.FileKind(None)
-        if inventory.fits(kind, role):
-            files.append(name)
+    """Files this node loads in that role (told from their keys): models/ppd's (files that cannot be read cheaply
+    are listed in every role), then core's geometry_estimation's MoGe-2 files for the geometry model; or one
+    "<official name> (missing: see README)" entry when there is none."""
+    files: list[str] = []
+    for folder in FOLDERS.get(role, (FOLDER,)):
+        for name in folder_paths.get_filename_list(folder):
+            path = folder_paths.get_full_path(folder, name)
+            kind = inventory.file_kind(path) if path else inventory.FileKind(None)
+            if name not in files and inventory.fits(kind, role) and (folder == FOLDER or kind.slot is not None):
+                files.append(name)
     return files or [catalogue.DEFAULT_NAMES[role] + MISSING]
+
+
+def full_path(role: str, name: str) -> str | None:
+    """The file `name` in the first of the role's folders that has it."""
+    return next((p for folder in FOLDERS.get(role, (FOLDER,)) if (p := folder_paths.get_full_path(folder, name))),
+                None)
 
 
 def model_input(id: str, role: str, tooltip: str) -> io.Combo.Input:
@@ -302,7 +342,7 @@ def model_paths(names: dict[str, str], prompt: Any = None) -> dict[str, str]:
     node and of the prompt's other PPD loaders, each with its URL and the exact target path."""
     found, missing = {}, []
     for role, name in names.items():
-        path = folder_paths.get_full_path(FOLDER, name.removesuffix(MISSING))
+        path = full_path(role, name.removesuffix(MISSING))
         if path:
             found[role] = path
         else:
@@ -310,7 +350,7 @@ def model_paths(names: dict[str, str], prompt: Any = None) -> dict[str, str]:
     if missing:
         others = [(r, n.removesuffix(MISSING)) for r, n in prompt_files(prompt)]
         missing += [(r, n) for r, n in others
-                     if (r, n) not in missing and not folder_paths.get_full_path(FOLDER, n)]
+                     if (r, n) not in missing and not full_path(r, n)]
         where = target_folder()
         lines = "\n".join(f"- {SLOTS[r]} {catalogue.how_to_get(n, where)}" for r, n in missing)
         listed = ", ".join(n for _, n in missing)
@@ -400,11 +440,15 @@ def read_depth(ppd_depth, depth_image, depth_map, depth_kind: str) -> DepthInput
 
 def camera(height: int, width: int, input_width: int, fov_deg: float, focal_px: float,
            packet: dict | None = None, index: int = 0) -> torch.Tensor:
-    """(3,3) intrinsics of the depth grid: focal_px (original-image pixels) > MoGe intrinsics > FOV."""
+    """(3,3) intrinsics of the depth grid: focal_px (original-image pixels) > a geometry packet's camera (MoGe,
+    or Depth Anything 3 in multiview mode) > FOV."""
     if focal_px > 0:  # a field of view spans the whole width at any resolution
         return depth3d.camera_intrinsics(height, width, fov_deg=depth3d.fov_from_focal(focal_px, input_width))
-    if packet is not None and packet.get("intrinsics") is not None:
-        return moge.intrinsics(packet, height, width, index)
+    if packet is not None and da3_geometry.is_da3(packet):
+        if da3_geometry.has_camera(packet):
+            return da3_geometry.intrinsics(packet, height, width, index)
+    elif packet is not None and packet.get("intrinsics") is not None:
+        return moge_geometry.intrinsics(packet, height, width, index)
     return depth3d.camera_intrinsics(height, width, fov_deg=fov_deg)
 
 
@@ -420,7 +464,7 @@ def camera_inputs() -> list[io.Input]:
     return [
         io.Float.Input("fov_deg", default=60.0, min=1.0, max=179.0, step=0.1,
                        tooltip="Horizontal field of view in degrees (60 suits most photos; phone main cameras are "
-                               "about 65-70). Used when focal_px is 0 and no MoGe intrinsics are connected."),
+                               "about 65-70). Used when focal_px is 0 and no geometry with a camera is connected."),
         io.Float.Input("focal_px", default=0.0, min=0.0, max=100000.0, step=0.1,
                        tooltip="Focal length in pixels of the original image (the one given to PPD Semantic "
                                "Encoder, or the depth map's own size). 0 = use fov_deg. When set it wins over "

@@ -22,10 +22,12 @@ from comfy_api.latest import io
 from ..comfyui_ppd import catalogue, load_geometry_model
 from ..comfyui_ppd.errors import InputError
 from ..comfyui_ppd.families.moge2 import steps as moge2_steps
+from ..comfyui_ppd.io import moge_geometry
 from .common import (
     Geometry,
     GeometryModel,
     LoadedModel,
+    MoGeGeometry,
     cancellable,
     image_to_bchw,
     loaded,
@@ -48,14 +50,16 @@ class PPD_LoadGeometryModel(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return schema(
             "PPD_LoadGeometryModel", "Load PPD MoGe-2 Geometry Model",
-            "Loads the complete MoGe-2 model (model.pt, saved as moge2_vitl_normal.pt in models/ppd) for metric "
-            "depth, the camera and normals. ComfyUI moves it to the GPU for work and offloads it when other models "
-            "need the memory.",
+            "Loads the complete MoGe-2 model (model.pt, saved as moge2_vitl_normal.pt in models/ppd, or a MoGe-2 "
+            "file in core's models/geometry_estimation) for metric depth, the camera and normals. ComfyUI moves it "
+            "to the GPU for work and offloads it when other models need the memory.",
             ALIASES + ["geometry loader", "moge loader"],
             inputs=[model_input("model_name", "geometry",
                                 "The MoGe-2 model.pt in models/ppd (Ruicheng/moge-2-vitl-normal, saved as "
                                 f"{catalogue.DEFAULT_NAMES['geometry']}; the same file is ppd_moge.pth's semantic "
-                                "encoder). MoGe-1 and other files are refused with a message.")],
+                                "encoder), then MoGe-2 files in models/geometry_estimation (the official model.pt "
+                                "or the layout core's Load MoGe Model reads). MoGe-1 and other files are refused "
+                                "with a message.")],
             outputs=[output(GeometryModel, "geometry_model", "The loaded MoGe-2 model, for PPD MoGe-2 "
                                                                     "Geometry.")],
             hidden=[io.Hidden.prompt],
@@ -117,6 +121,9 @@ class PPD_MoGe2Geometry(io.ComfyNode):
                 output(io.Mask, "mask", "MoGe-2's valid pixels (1 = valid)."),
                 output(io.String, "summary", "Camera, depth range, valid share and normals per image (also "
                                              "shown on the node)."),
+                output(MoGeGeometry, "moge_geometry", "The same geometry in core's MOGE_GEOMETRY layout (with the "
+                                                      "image), for core's Render MoGe Geometry and Convert MoGe "
+                                                      "Point Map to Mesh, or PPD Depth to Point Cloud."),
             ],
             hidden=[io.Hidden.unique_id],
         )
@@ -150,7 +157,7 @@ class PPD_MoGe2Geometry(io.ComfyNode):
         depth = torch.where(packet["mask"] & torch.isfinite(packet["depth"]), packet["depth"], 0.0)
         summary = show_text(cls, "\n".join(describe(packet, i, model.names[0]) for i in range(x.shape[0])))
         return io.NodeOutput(packet, normal_map, depth[..., None].expand(-1, -1, -1, 3).contiguous(),
-                             packet["mask"].float(), summary)
+                             packet["mask"].float(), summary, moge_geometry.to_core(packet, image))
 
 
 def describe(packet: dict, i: int, name: str) -> str:

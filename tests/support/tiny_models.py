@@ -61,7 +61,15 @@ def tiny_moge2_full_checkpoint(seed: int = 3, normal_head: bool = True) -> dict:
                          points_head=stack(head, 3, (0, 1, 1, 1, 0)), mask_head=stack(head, 1, (0, 1, 1, 1, 0)),
                          normal_head=stack(head, 3, (0, 1, 1, 1, 0)) if normal_head else None,
                          scale_head=(64, 32, 1))
-    sd = _randomise(MoGe2Model(MoGe2Encoder(TINY_VIT, [0, 1], 64), config), seed)
+    sd = plausible_moge2(_randomise(MoGe2Model(MoGe2Encoder(TINY_VIT, [0, 1], 64), config), seed))
+    model_config = {"encoder": {"backbone": "dinov2_tiny14", "intermediate_layers": [0, 1], "dim_out": 64},
+                    "remap_output": "exp", "num_tokens_range": [96, 256]}  # few tokens: fast
+    return {"model_config": model_config, "model": sd}
+
+
+def plausible_moge2(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Set a few weights of a random tiny MoGe-2 (neck and heads: the same keys in model.pt's and core's layouts)
+    so the point map is a plausible camera frustum, most pixels are valid and the metric scale is ~e."""
     eye = torch.eye(2)
     sd["neck.input_blocks.4.weight"][0:2, 0:2, 0, 0] = 20 * eye          # neck carries the view-plane uv
     sd["points_head.input_blocks.4.weight"][0:2, 0:2, 0, 0] = eye
@@ -70,9 +78,7 @@ def tiny_moge2_full_checkpoint(seed: int = 3, normal_head: bool = True) -> dict:
     sd["points_head.output_blocks.4.bias"][2] += 0.7                         # log z ~ 0.7
     sd["mask_head.output_blocks.4.bias"] += 3.0                              # nearly every pixel valid
     sd["scale_head.2.bias"] += 1.0                                           # metric scale ~ e
-    model_config = {"encoder": {"backbone": "dinov2_tiny14", "intermediate_layers": [0, 1], "dim_out": 64},
-                    "remap_output": "exp", "num_tokens_range": [96, 256]}  # few tokens: fast
-    return {"model_config": model_config, "model": sd}
+    return sd
 
 
 def write_tiny_models(folder: Path) -> dict[str, Path]:

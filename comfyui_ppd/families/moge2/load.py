@@ -12,6 +12,7 @@ from ...checkpoints import DOWNLOAD_HINT, Checkpoint, Source, describe, subdict
 from ...encoders.moge2 import FILE, MoGe2Encoder, MoGe2EncoderConfig, MoGe2EncoderFamily
 from ...errors import CheckpointError
 from ...family import Family, KeyFamily, has_key, single_prefix
+from .core_keys import from_core_layout, is_core_layout
 from .model import ConvStackConfig, MoGe2Config, MoGe2Model
 
 WHAT = "a MoGe-2 model (e.g. Ruicheng/moge-2-vitl-normal model.pt) with neck, points/mask heads and scale head"
@@ -88,10 +89,10 @@ class MoGe2FullConfig:
 
 
 class MoGe2GeometryFamily(Family):
-    """The complete MoGe-2 model.pt: encoder (as MoGe2EncoderFamily reads it) plus neck and heads."""
+    """The complete MoGe-2 model.pt (or the same model in ComfyUI core's key layout): encoder, neck and heads."""
 
     name, slot, semantics, files = "moge2_geometry", "geometry", "moge2", (FILE,)
-    title = "a complete MoGe-2 model (encoder, neck and heads)"
+    title = "the MoGe-2 model (encoder, neck and heads)"
     advice = ("As a geometry model it goes to the PPD MoGe-2 Geometry node (load_geometry_model); as PPD's "
               "semantic encoder it goes to the encoder input.")
 
@@ -100,8 +101,13 @@ class MoGe2GeometryFamily(Family):
         return 3 if all(has_key(keys, k) for k in (ANCHOR, "neck.", "points_head.")) else 0
 
     def part(self, ckpt: Checkpoint) -> dict[str, Tensor]:
-        prefix = single_prefix(ckpt, ANCHOR, "MoGe-2 models", EXPECTED, FIX)
-        return subdict(ckpt.tensors, prefix)
+        """The model's tensors in the official layout (a file in core's layout is mapped by its keys)."""
+        sd = subdict(ckpt.tensors, single_prefix(ckpt, ANCHOR, "MoGe-2 models", EXPECTED, FIX))
+        return from_core_layout(sd) if is_core_layout(sd) else sd
+
+    def sources(self, ckpt: Checkpoint, sd: Mapping[str, Tensor]) -> list[Tensor]:
+        """Every tensor under the model's prefix (core's layout splits qkv, which `part` joins)."""
+        return list(subdict(ckpt.tensors, single_prefix(ckpt, ANCHOR, "MoGe-2 models", EXPECTED, FIX)).values())
 
     def config_from(self, sd: Mapping[str, Tensor], ckpt: Checkpoint, *, num_heads: int | None = None,
                     **options: Any) -> MoGe2FullConfig:
@@ -124,5 +130,5 @@ class MoGe1Model(KeyFamily):
     title = "a MoGe-1 model (one `head`, no neck or metric-scale head)"
     advice = ("MoGe-1 predicts only relative geometry; use a MoGe-2 file (Ruicheng/moge-2-vitl-normal model.pt, "
               "saved as moge2_vitl_normal.pt). " + DOWNLOAD_HINT)
-    needs = ("backbone.patch_embed.proj.weight", "head.projects.0.weight")
+    needs = ("head.projects.0.weight",)                  # MoGe-1 head, in the official and core key layouts
 

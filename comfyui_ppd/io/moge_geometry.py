@@ -1,10 +1,14 @@
-"""Core MoGe's MOGE_GEOMETRY packet (a dict of batched tensors) converted to the plain tensors the engine takes."""
+"""Core MoGe's MOGE_GEOMETRY packet (ComfyUI 0.27.0, a dict of batched CPU tensors) read into the plain tensors the
+engine takes, and written from PPD MoGe-2 Geometry's packet. No ComfyUI import. Core's keys, each optional but
+"image": points (B,H,W,3), depth (B,H,W), intrinsics (B,3,3) normalised (fx/W, fy/H, cx = cy = 0.5; absent for a
+panorama), mask (B,H,W) bool, normal (B,H,W,3) (MoGe-2 only), image (B,H,W,3) in [0,1].
+"""
 from __future__ import annotations
 
 import torch
 
-from ..comfyui_ppd import depth3d
-from ..comfyui_ppd.errors import InputError
+from .. import depth3d
+from ..errors import InputError
 
 
 def batch_index(packet: dict, index: int) -> int:
@@ -44,9 +48,21 @@ def reference(packet: dict, index: int = 0) -> tuple[torch.Tensor, torch.Tensor]
     if not isinstance(packet, dict) or "depth" not in packet:
         raise InputError("the MoGe geometry has no 'depth': run MoGe inference (not the panorama node) "
                          "or give a reference depth map instead.")
+    if packet.get("intrinsics") is None and packet.get("points") is not None:
+        raise InputError("the MoGe geometry is a panorama's (distance along each ray, no camera), which cannot "
+                         "scale a perspective depth map: use Run MoGe Inference on the same photo instead.")
     i = batch_index(packet, index)
     depth = packet["depth"][i].float()
     valid = torch.isfinite(depth) & (depth > 0)
     if packet.get("mask") is not None:
         valid &= packet["mask"][i].to(valid.device).bool()
     return depth, valid
+
+
+def to_core(packet: dict, image: torch.Tensor) -> dict:
+    """PPD MoGe-2 Geometry's packet in core's MOGE_GEOMETRY layout, so core's Render MoGe Geometry and Convert MoGe
+    Point Map to Mesh take it: no None values (a model without a normal head gives no "normal"), the source image
+    (B,H,W,3) on the CPU; our extra keys (kind, metric_scale) ride along. Tensors are shared, not copied."""
+    out = {k: v for k, v in packet.items() if v is not None}
+    out["image"] = image[..., :3].cpu()
+    return out
