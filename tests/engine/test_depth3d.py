@@ -45,7 +45,7 @@ def test_non_positive_focal_is_refused():
 @pytest.fixture()
 def moge(pack):
     """The node-side MOGE_GEOMETRY conversion (the engine takes plain tensors)."""
-    return importlib.import_module(pack.__name__ + ".nodes.moge")
+    return importlib.import_module(pack.__name__ + ".comfyui_ppd.io.moge_geometry")
 
 
 def test_moge_intrinsics_normalized_and_pixel_forms_agree(moge):

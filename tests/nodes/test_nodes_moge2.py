@@ -33,7 +33,7 @@ def geometry_of(m, image, name=NAME, **options):
 
 def test_geometry_node_outputs(m):
     image = torch.rand(2, 40, 60, 3)
-    packet, normal_map, depth, mask, summary = geometry_of(m, image)
+    packet, normal_map, depth, mask, summary, _ = geometry_of(m, image)
     assert packet["depth"].shape == (2, 40, 60) and packet["intrinsics"].shape == (2, 3, 3)
     assert packet["normal"].shape == (2, 40, 60, 3) and packet["mask"].dtype == torch.bool
     assert normal_map.shape == (2, 40, 60, 3) and 0 <= float(normal_map.min()) and float(normal_map.max()) <= 1
@@ -54,7 +54,7 @@ def test_known_fov_sets_the_camera(m):
 def test_model_without_normal_head_says_so(m, comfy_env, tmp_path):
     folder = Path(comfy_env.folder_paths.get_folder_paths("ppd")[-1])
     torch.save(tiny_moge2_full_checkpoint(normal_head=False), folder / "moge2_no_normal.pt")
-    packet, normal_map, *_, summary = geometry_of(m, torch.rand(1, 40, 60, 3), "moge2_no_normal.pt")
+    packet, normal_map, *_, summary, _ = geometry_of(m, torch.rand(1, 40, 60, 3), "moge2_no_normal.pt")
     assert packet["normal"] is None and float(normal_map.abs().max()) == 0
     assert "no normal head" in summary
 
@@ -134,6 +134,6 @@ def test_point_cloud_refuses_useless_geometry(m):
 def test_metric_cloud_saves_and_reads_back(m, comfy_env):
     packet, ppd, truth = analytic_packet("box")
     points, _ = to_cloud(m, packet, ppd)
-    _, ply, _ = m["PPD_SavePointCloud"]().save(points, "ppd/metric", True, True, False, 0.04)["result"]
+    _, ply, _ = m["PPD_SavePointCloud"]().save(points, "ppd/metric", True, True, False, 0.04)["result"][:3]
     xyz, _ = read_ply(Path(comfy_env.folder_paths.get_output_directory()) / ply)
     assert xyz.shape[0] == truth.numel() and float(-xyz[:, 2].max()) == pytest.approx(2.0, rel=1e-4)

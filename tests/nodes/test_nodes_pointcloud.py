@@ -88,7 +88,7 @@ def test_ppd_depth_to_files_end_to_end(nodes, ppd_packet, comfy_env):
         assert torch.allclose(cloud.points[:, 2].double(), want_z[b].reshape(-1), rtol=1e-5)
         # no image connected: the packet's own resized image colours the points, pixel for pixel
         assert torch.allclose(cloud.colors, ppd_packet["image"][b].movedim(0, -1).reshape(-1, 3))
-    glb_path, ply_path, mesh_path = save.save(points, "ppd/points", True, True, False, 0.04)["result"]
+    glb_path, ply_path, mesh_path = save.save(points, "ppd/points", True, True, False, 0.04)["result"][:3]
     assert (glb_path, ply_path, mesh_path) == ("ppd/points_00001_.glb", "ppd/points_00001_.ply", "")
     out = Path(comfy_env.folder_paths.get_output_directory())
     for b, name in enumerate(["points_00001_", "points_00002_"]):
@@ -186,8 +186,8 @@ def test_save_mesh_and_never_overwrite(nodes, comfy_env):
     points, _ = cloud_of(to_points, stride=2, depth_map=box()[None])
     first = save.save(points, "clouds/box", True, True, True, 0.04)
     second = save.save(points, "clouds/box", False, True, False, 0.04)
-    assert first["result"] == ("clouds/box_00001_.glb", "clouds/box_00001_.ply", "clouds/box_00001_mesh.glb")
-    assert second["result"] == ("clouds/box_00002_.glb", "", "")
+    assert first["result"][:3] == ("clouds/box_00001_.glb", "clouds/box_00001_.ply", "clouds/box_00001_mesh.glb")
+    assert second["result"][:3] == ("clouds/box_00002_.glb", "", "")
     assert {f["filename"] for f in first["ui"]["3d"]} == {"box_00001_.glb", "box_00001_.ply", "box_00001_mesh.glb"}
     folder = Path(comfy_env.folder_paths.get_output_directory()) / "clouds"
     assert sorted(p.name for p in folder.iterdir()) == ["box_00001_.glb", "box_00001_.ply", "box_00001_mesh.glb",
