@@ -1,4 +1,4 @@
-"""Tiled depth (comfyui_ppd.tiling) proven on a synthetic street scene with a stand-in model (tests/tile_scenes.py).
+"""Tiled depth (comfyui_ppd.tiling) proven on a synthetic street scene with a stand-in model (support/tile_scenes).
 
 Setting: tiles of 96 x 128 px, the stand-in works at that area (so a tile is seen at full resolution and the
 whole image of 301 x 433 or 384 x 500 px at 1/3.3 or 1/3.9 of it, as PPD sees a 4K frame), bends of up to
