@@ -51,6 +51,12 @@ def tile_grid(height: int, width: int, tile_size: tuple[int, int] = (768, 1024),
     return [Tile(y, x, th, tw) for y in axis_starts(height, th, overlap) for x in axis_starts(width, tw, overlap)]
 
 
+def pass_count(height: int, width: int, tile_size: tuple[int, int] = (768, 1024), overlap: float = 0.25) -> int:
+    """How many `predict` calls `tiled_depth` makes: the whole image, plus every tile when there are several."""
+    tiles = len(tile_grid(height, width, tile_size, overlap))
+    return 1 if tiles == 1 else tiles + 1
+
+
 def tiled_depth(image: Tensor, predict: Predict, *, tile_size: tuple[int, int] = (768, 1024),
                 overlap: float = 0.25) -> Tensor:
     """Depth (H, W) of an image (3, H, W) in [0, 1] at full resolution, in the frame of `predict(image)`.
