@@ -46,7 +46,7 @@ def axis_starts(length: int, tile: int, overlap: float) -> list[int]:
 def tile_grid(height: int, width: int, tile_size: tuple[int, int] = (768, 1024), overlap: float = 0.25
               ) -> list[Tile]:
     """The tiles `tiled_depth` runs for an image of height x width (row-major); one tile if the image fits."""
-    th, tw = _check_tiling(tile_size, overlap)
+    th, tw = check_tiling(tile_size, overlap)
     th, tw = min(th, height), min(width, tw)
     return [Tile(y, x, th, tw) for y in axis_starts(height, th, overlap) for x in axis_starts(width, tw, overlap)]
 
@@ -92,7 +92,8 @@ def tiled_depth(image: Tensor, predict: Predict, *, tile_size: tuple[int, int] =
     return (anchor + num / den).to(image.dtype if image.is_floating_point() else torch.float32)
 
 
-def _check_tiling(tile_size: tuple[int, int], overlap: float) -> tuple[int, int]:
+def check_tiling(tile_size: tuple[int, int], overlap: float) -> tuple[int, int]:
+    """(height, width) of valid tiling settings; InputError naming the setting otherwise."""
     try:
         th, tw = (int(s) for s in tile_size)
     except (TypeError, ValueError):
