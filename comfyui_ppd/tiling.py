@@ -126,8 +126,7 @@ def _fit(tile: Tensor, anchor: Tensor, sigma: float, pool: int) -> tuple[float, 
     above TRUST[1]."""
     m = min(math.ceil(2 * sigma), *(s // 4 for s in tile.shape))  # the anchor sees structures outside the tile
     inner = (slice(m, tile.shape[0] - m), slice(m, tile.shape[1] - m))      # blurred m px inwards: not fitted
-    x = F.avg_pool2d(_lowpass(tile, sigma)[inner][None, None], pool, ceil_mode=True)[0, 0]
-    y = F.avg_pool2d(_lowpass(anchor, sigma)[inner][None, None], pool, ceil_mode=True)[0, 0]
+    x, y = (F.avg_pool2d(_lowpass(d, sigma)[inner][None, None], pool, ceil_mode=True)[0, 0] for d in (tile, anchor))
     basis = _quadratic_basis(*x.shape, x.dtype)                    # (n, 6)
     proj = torch.linalg.lstsq(basis, torch.stack([x.flatten(), y.flatten()], 1)).solution
     xr, yr = (torch.stack([x.flatten(), y.flatten()], 1) - basis @ proj).unbind(1)
@@ -154,10 +153,10 @@ def _lowpass(x: Tensor, sigma: float) -> Tensor:
     r = min(math.ceil(3 * sigma), *(s - 1 for s in x.shape))
     if r < 1:
         return x.mean().expand_as(x)
-    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=x.dtype) / sigma) ** 2)
-    k = k / k.sum()
-    low = F.pad(x[None, None], (r, r, r, r), mode="replicate")
-    return F.conv2d(F.conv2d(low, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))[0, 0]
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float64) / sigma) ** 2)
+    k = (k / k.sum()).float()                  # float32 convolutions: 10x faster, 1e-7 of the depth range
+    low = F.pad(x.float()[None, None], (r, r, r, r), mode="replicate")
+    return F.conv2d(F.conv2d(low, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))[0, 0].to(x.dtype)
 
 
 def _highpass(x: Tensor, sigma: float) -> Tensor:
