@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from cli_run import predict
-from comfyui_ppd import imaging
+from comfyui_ppd import imaging, tiles_compare
 
 
 def test_tiles_write_depth_at_the_input_size(models, tmp_path):
@@ -34,3 +34,17 @@ def test_bad_tiling_settings_stop_the_run(models, image_file, tmp_path, capsys):
     assert "overlap" in capsys.readouterr().err
     assert predict(models, image_file, "--out", tmp_path / "o", "--tiles", "--tile-size", "8x8") == 2
     assert "too small" in capsys.readouterr().err
+
+
+def test_compare_prints_flying_pixels_and_writes_the_side_by_side(models, tmp_path, capsys):
+    Image.fromarray((np.random.default_rng(2).random((120, 200, 3)) * 255).astype("uint8")).save(tmp_path / "c.png")
+    assert predict(models, tmp_path / "c.png", "--out", tmp_path / "w") == 0
+    assert predict(models, tmp_path / "c.png", "--out", tmp_path / "t", "--tiles", "--tile-size", "96x64") == 0
+    capsys.readouterr()
+    args = [str(tmp_path / "w" / "c_depth.npy"), str(tmp_path / "t" / "c_depth.npy"), str(tmp_path / "side.png")]
+    assert tiles_compare.main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].strip().startswith("whole image: flying pixels") and lines[1].strip().startswith("tiled:")
+    assert Image.open(tmp_path / "side.png").size == (2 * 200, 2 * 120)
+    assert tiles_compare.main(args) == 2                                  # an existing file is never replaced
+    assert "already exists" in capsys.readouterr().err
