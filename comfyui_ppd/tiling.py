@@ -63,7 +63,7 @@ def tiled_depth(image: Tensor, predict: Predict, *, tile_size: tuple[int, int] =
 
     `predict` maps a (3, h, w) image to (h, w) affine-invariant depth; it runs once on the whole image and
     once per tile of `tile_size` (height, width) sharing `overlap` of a tile with each neighbour. An image
-    no larger than one tile gives exactly `predict(image)`.
+    no larger than one tile gives exactly `predict(image)` (on the CPU, as every result).
     """
     if not isinstance(image, Tensor) or image.ndim != 3 or image.shape[0] != 3:
         raise InputError(f"tiled_depth needs one RGB image (3, H, W), got {getattr(image, 'shape', type(image))}.")
@@ -108,14 +108,15 @@ def check_tiling(tile_size: tuple[int, int], overlap: float) -> tuple[int, int]:
 
 
 def _call(predict: Predict, image: Tensor) -> Tensor:
-    """predict(image), checked to be (h, w) finite depth for a (3, h, w) image."""
+    """predict(image), checked to be (h, w) finite depth for a (3, h, w) image, on the CPU (where the
+    (H, W) accumulators live, whatever the model's device)."""
     depth = predict(image)
     if not isinstance(depth, Tensor) or tuple(depth.shape) != tuple(image.shape[-2:]):
         raise InputError(f"predict must return depth of the image's size {tuple(image.shape[-2:])} (h, w), got "
                          f"{getattr(depth, 'shape', type(depth))}.")
     if not torch.isfinite(depth).all():
         raise InputError("predict returned NaN or infinite depth.")
-    return depth
+    return depth.cpu()
 
 
 def _fit(tile: Tensor, anchor: Tensor, sigma: float, pool: int) -> tuple[float, float, float]:
