@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from . import imaging, tasks
+from .depth3d import camera_intrinsics
 from .errors import PPDError
-from .geometry import camera_intrinsics
 from .io import images
 
 
