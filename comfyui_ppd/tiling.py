@@ -128,7 +128,7 @@ def _fit(tile: Tensor, anchor: Tensor, sigma: float, pool: int) -> tuple[float, 
     m = min(math.ceil(2 * sigma), *(s // 4 for s in tile.shape))  # the anchor sees structures outside the tile
     inner = (slice(m, tile.shape[0] - m), slice(m, tile.shape[1] - m))      # blurred m px inwards: not fitted
     x, y = (F.avg_pool2d(_lowpass(d, sigma)[inner][None, None], pool, ceil_mode=True)[0, 0] for d in (tile, anchor))
-    basis = _quadratic_basis(*x.shape, x.dtype)                    # (n, 6)
+    basis = _quadratic_basis(x.shape[0], x.shape[1], x.dtype)      # (n, 6)
     proj = torch.linalg.lstsq(basis, torch.stack([x.flatten(), y.flatten()], 1)).solution
     xr, yr = (torch.stack([x.flatten(), y.flatten()], 1) - basis @ proj).unbind(1)
     sxx, syy, sxy = float(xr @ xr), float(yr @ yr), float(xr @ yr)
