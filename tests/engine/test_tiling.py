@@ -161,6 +161,14 @@ def test_the_strip_case_clips_tiles_to_the_image():
     assert {t.height for t in grid} == {60} and grid[-1].left + grid[-1].width == 300
 
 
+@pytest.mark.parametrize("shape,tile,overlap", [((60, 300), TILE, 0.25), ((17, 500), (16, 64), 0.0),
+                                                ((200, 130), TILE, 0.5), ((33, 33), (16, 16), 0.5)])
+def test_strips_small_tiles_and_extreme_overlaps_run(shape, tile, overlap):
+    out = tiled_depth(torch.rand(3, *shape, generator=torch.Generator().manual_seed(0)),
+                      StandIn(tile[0] * tile[1]), tile_size=tile, overlap=overlap)
+    assert out.shape == shape and torch.isfinite(out).all()
+
+
 @pytest.mark.parametrize("kwargs,words", [({"tile_size": (8, 128)}, "too small"),
                                           ({"overlap": 0.6}, "overlap"), ({"tile_size": "big"}, "tile_size")])
 def test_bad_settings_are_refused(kwargs, words):
