@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import imaging, tasks
+from . import imaging, outputs
 from .depth3d import camera_intrinsics
 from .errors import PPDError
 from .io import images
@@ -28,7 +28,7 @@ def compare(whole: torch.Tensor, tiled: torch.Tensor, fov_deg: float = 60.0) -> 
     focal = float(camera_intrinsics(h, w, fov_deg=fov_deg)[0, 0])
     numbers, columns = [], []
     for depth in (whole, tiled.float()):
-        result, heat = tasks.evaluate_edges(depth, "ppd", focal, drop_invalid=True)
+        result, heat = outputs.evaluate_edges(depth, "ppd", focal, drop_invalid=True)
         rgb, _ = imaging.render_depth(depth[None, None], "colormap", "spectral")
         numbers.append(result)
         columns.append(torch.cat([rgb[0].permute(1, 2, 0), heat]).numpy())

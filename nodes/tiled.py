@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..comfyui_ppd import imaging, tasks, tiling
+from ..comfyui_ppd import imaging, tiling
 from ..comfyui_ppd.errors import InputError
+from ..comfyui_ppd.families.ppd import steps as ppd_steps
 from ..comfyui_ppd.sampling import sampling_timesteps
 from .common import (
     PPDDepth,
@@ -83,8 +84,9 @@ class PPD_TiledDepth(io.ComfyNode):
         show_text(cls, cost_note(h, w, passes, b, ensemble_size))
         total = b * passes * ensemble_size * len(sampling_timesteps(steps))
         with cancellable(pipe.dit, pipe.encoder):
-            depth = tasks.predict_depth_tiled(pipe, x, tile_size=tile_size, overlap=overlap, steps=steps, seed=seed,
-                                              ensemble_size=ensemble_size, progress=progress(total, node_id(cls)))
+            depth = ppd_steps.predict_depth_tiled(pipe, x, tile_size=tile_size, overlap=overlap, steps=steps,
+                                                  seed=seed, ensemble_size=ensemble_size,
+                                                  progress=progress(total, node_id(cls)))
         packet = {"depth": depth, "spread": None, "image": x, "input_size": (h, w), "kind": "ppd"}
         rgb, _ = imaging.render_depth(depth, "controlnet")
         return io.NodeOutput(packet, to_image(rgb))
