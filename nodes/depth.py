@@ -7,159 +7,132 @@ Packets passed between nodes (plain dicts, CPU tensors):
 """
 from __future__ import annotations
 
-import contextlib
-import logging
-import re
-
-import comfy.model_management as mm
-import comfy.utils
-import torch
+from comfy_api.latest import io
 
 from ..comfyui_ppd import imaging
 from ..comfyui_ppd.errors import InputError
 from ..comfyui_ppd.families.ppd import steps as ppd_steps
 from ..comfyui_ppd.families.ppd.pipeline import Prepared
 from ..comfyui_ppd.sampling import sampling_timesteps
+from .common import (
+    PPDDepth,
+    PPDModel,
+    PPDSemantics,
+    cancellable,
+    image_to_bchw,
+    loaded,
+    node_id,
+    output,
+    progress,
+    schema,
+    show_text,
+    to_image,
+)
 
-log = logging.getLogger("comfyui_ppd")
 RESOLUTIONS = {"1024x768 area (official)": imaging.DEFAULT_AREA, "768x576 area (faster)": 768 * 576,
                "512x384 area (fastest)": 512 * 384, "custom long side": None}
+MODEL_TOOLTIP = "The model from Load PPD Model."
+ALIASES = ["depth", "depth estimation", "depth map", "monocular depth", "pixel perfect depth", "zoe", "midas",
+           "depth anything", "controlnet depth", "ppd"]
 
 
-def image_to_bchw(image: torch.Tensor) -> torch.Tensor:
-    """ComfyUI IMAGE (B,H,W,C) -> (B,3,H,W); alpha is dropped and grey repeated, as LoadImage does."""
-    if not isinstance(image, torch.Tensor) or image.ndim != 4:
-        raise InputError(f"expected an IMAGE (batch, height, width, channels), got "
-                         f"{getattr(image, 'shape', type(image).__name__)}.")
-    channels = image.shape[-1]
-    if channels == 4:
-        log.warning("PPD: dropping the alpha channel of a 4-channel image.")
-        image = image[..., :3]
-    elif channels == 1:
-        image = image.expand(*image.shape[:-1], 3)
-    elif channels != 3:
-        raise InputError(f"the image has {channels} channels; PPD needs RGB (3 channels). "
-                         "Convert it with an image-to-RGB node first.")
-    return image.movedim(-1, 1).float()
-
-
-def progress(total: int, node_id: str | None = None):
-    """A callback(done, total) that drives ComfyUI's progress bar and honours Cancel between steps."""
-    bar = comfy.utils.ProgressBar(total, node_id=node_id)
-
-    def callback(done: int, total_: int) -> None:
-        mm.throw_exception_if_processing_interrupted()
-        bar.update_absolute(done, total_)
-
-    return callback
-
-
-@contextlib.contextmanager
-def cancellable(module: torch.nn.Module):
-    """Check Cancel before every transformer block of `module` (a DiT step over an ensemble chunk, or an
-    encoder pass over a batch, can take seconds; a block is the smallest unit of work)."""
-    blocks = [m for name, m in module.named_modules() if re.fullmatch(r"(.+\.)?blocks\.\d+", name)]
-    handles = [b.register_forward_pre_hook(lambda *_: mm.throw_exception_if_processing_interrupted())
-               for b in blocks]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-class PPD_SemanticEncoder:
-    DESCRIPTION = ("Resizes the image to PPD's processing size (sides multiples of 16, aspect kept) and runs "
-                   "the semantic encoder once per image. Batches are processed in chunks that fit memory.")
-    CATEGORY = "PPD"
-    FUNCTION = "encode"
-    RETURN_TYPES = ("PPD_SEMANTICS",)
-    RETURN_NAMES = ("semantics",)
-    OUTPUT_TOOLTIPS = ("Semantic tokens, the resized image and the original size, for the Depth Sampler.",)
+class PPD_SemanticEncoder(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return schema(
+            "PPD_SemanticEncoder", "PPD Semantic Encoder",
+            "Resizes the image to PPD's processing size (sides multiples of 16, aspect kept) and runs the semantic "
+            "encoder once per image. Batches are processed in chunks that fit memory.",
+            ALIASES + ["semantic encoder", "image encoder"],
+            inputs=[
+                PPDModel.Input("ppd_model", tooltip=MODEL_TOOLTIP),
+                io.Image.Input("image", tooltip="The image or batch of frames to estimate depth for."),
+                io.Combo.Input("resolution", options=list(RESOLUTIONS), default="1024x768 area (official)",
+                               tooltip="Processing size. PPD was trained at a 1024x768 pixel area (aspect kept); "
+                                       "smaller areas are faster but less detailed. 'custom long side' uses "
+                                       "long_side below."),
+                io.Int.Input("long_side", default=1024, min=64, max=4096, step=16,
+                             tooltip="Longest side in pixels when resolution is 'custom long side' (rounded to 16)."),
+            ],
+            outputs=[output(PPDSemantics, "semantics", "Semantic tokens, the resized image and the original "
+                                                              "size, for the Depth Sampler.")],
+            hidden=[io.Hidden.unique_id],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "ppd_model": ("PPD_MODEL", {"tooltip": "The model from Load PPD Model."}),
-            "image": ("IMAGE", {"tooltip": "The image or batch of frames to estimate depth for."}),
-            "resolution": (list(RESOLUTIONS), {
-                "default": "1024x768 area (official)",
-                "tooltip": "Processing size. PPD was trained at a 1024x768 pixel area (aspect kept); smaller "
-                           "areas are faster but less detailed. 'custom long side' uses long_side below."}),
-            "long_side": ("INT", {
-                "default": 1024, "min": 64, "max": 4096, "step": 16,
-                "tooltip": "Longest side in pixels when resolution is 'custom long side' (rounded to 16)."}),
-        }, "hidden": {"unique_id": "UNIQUE_ID"}}
-
-    def encode(self, ppd_model, image, resolution: str, long_side: int, unique_id=None):
+    def execute(cls, ppd_model, image, resolution: str, long_side: int) -> io.NodeOutput:
+        model = loaded(ppd_model, "ppd_model", "Load PPD Model")
         x = image_to_bchw(image)
         h, w = x.shape[-2:]
         if resolution not in RESOLUTIONS:
             raise InputError(f"unknown resolution {resolution!r}; choose one of {list(RESOLUTIONS)}.")
         area = RESOLUTIONS[resolution]
-        pipe = ppd_model.pipeline
+        pipe = model.engine
         px = pipe.dit.config.token_px
         size = (imaging.long_side_size(h, w, long_side, px) if area is None
                 else imaging.processing_size(h, w, area, px))
-        ppd_model.load(*size)                                   # room for the weights and one image's activations
+        model.load(pipe.activation_bytes(*size))               # room for the weights and one image's activations
         with cancellable(pipe.encoder):
             prepared = pipe.prepare(x, area=area, long_side=None if area else long_side,
-                                    callback=progress(x.shape[0], unique_id))
-        return ({"semantics": prepared.semantics, "image": prepared.image, "input_size": (h, w),
-                 "encoder": (pipe.encoder.kind, pipe.encoder.semantic_dim)},)
+                                    callback=progress(x.shape[0], node_id(cls)))
+        return io.NodeOutput({"semantics": prepared.semantics, "image": prepared.image, "input_size": (h, w),
+                              "encoder": (pipe.encoder.kind, pipe.encoder.semantic_dim)})
 
 
-class PPD_DepthSampler:
-    DESCRIPTION = ("Generates depth with Pixel-Perfect Depth's flow-matching sampler (Euler, velocity "
-                   "prediction). Outputs the raw depth for the other PPD nodes and a ControlNet-ready image "
-                   "(near = white). A seed ensemble averages several samples and reports their spread.")
-    CATEGORY = "PPD"
-    FUNCTION = "sample"
-    RETURN_TYPES = ("PPD_DEPTH", "IMAGE")
-    RETURN_NAMES = ("ppd_depth", "depth_image")
-    OUTPUT_TOOLTIPS = ("Raw PPD depth (normalised log-depth, larger = farther) at the processing size, for "
-                       "Render / Save / Point Cloud nodes.",
-                       "Depth as an image at the input size, near = white, normalised per image: wire it "
-                       "straight into a depth ControlNet.")
+class PPD_DepthSampler(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return schema(
+            "PPD_DepthSampler", "PPD Depth Sampler",
+            "Generates depth with Pixel-Perfect Depth's flow-matching sampler (Euler, velocity prediction). "
+            "Outputs the raw depth for the other PPD nodes and a ControlNet-ready image (near = white). A seed "
+            "ensemble averages several samples and reports their spread.",
+            ALIASES + ["depth sampler", "diffusion depth", "sharp edges", "no flying pixels"],
+            inputs=[
+                PPDModel.Input("ppd_model", tooltip=MODEL_TOOLTIP),
+                PPDSemantics.Input("semantics", tooltip="The output of PPD Semantic Encoder."),
+                io.Int.Input("steps", default=4, min=1, max=50,
+                             tooltip="Sampling steps. 4 is the official default; more steps change little."),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True,
+                             tooltip="Noise seed. The same seed gives the same depth on every device; every frame "
+                                     "of a batch gets the same noise (steadier video)."),
+                io.Int.Input("ensemble_size", default=1, min=1, max=16, optional=True,
+                             tooltip="Number of seeds (seed, seed+1, ...) averaged after aligning their scale and "
+                                     "shift; >1 is slower but smoother, and gives a spread map."),
+            ],
+            outputs=[
+                output(PPDDepth, "ppd_depth", "Raw PPD depth (normalised log-depth, larger = farther) at the "
+                                              "processing size, for Render / Save / Point Cloud nodes."),
+                output(io.Image, "depth_image", "Depth as an image at the input size, near = white, "
+                                                "normalised per image: wire it straight into a depth "
+                                                "ControlNet."),
+            ],
+            hidden=[io.Hidden.unique_id],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "ppd_model": ("PPD_MODEL", {"tooltip": "The model from Load PPD Model."}),
-            "semantics": ("PPD_SEMANTICS", {"tooltip": "The output of PPD Semantic Encoder."}),
-            "steps": ("INT", {"default": 4, "min": 1, "max": 50,
-                              "tooltip": "Sampling steps. 4 is the official default; more steps change little."}),
-            "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
-                             "tooltip": "Noise seed. The same seed gives the same depth on every device; every "
-                                        "frame of a batch gets the same noise (steadier video)."}),
-        }, "optional": {
-            "ensemble_size": ("INT", {"default": 1, "min": 1, "max": 16,
-                                      "tooltip": "Number of seeds (seed, seed+1, ...) averaged after aligning "
-                                                 "their scale and shift; >1 is slower but smoother, and gives "
-                                                 "a spread map."}),
-        }, "hidden": {"unique_id": "UNIQUE_ID"}}
-
-    def sample(self, ppd_model, semantics, steps: int, seed: int, ensemble_size: int = 1, unique_id=None):
+    def execute(cls, ppd_model, semantics, steps: int, seed: int, ensemble_size: int = 1) -> io.NodeOutput:
         if steps < 1:
             raise InputError(f"steps must be at least 1, got {steps}.")
-        pipe = ppd_model.pipeline
+        model = loaded(ppd_model, "ppd_model", "Load PPD Model")
+        pipe = model.engine
         kind, width = semantics["encoder"]
         if (kind, width) != (pipe.encoder.kind, pipe.encoder.semantic_dim):
             raise InputError(f"these semantics come from a {kind} encoder ({width} wide) but the model uses "
                              f"{pipe.encoder.kind}; feed the Semantic Encoder the same PPD model.")
         image = semantics["image"]
         b, _, h, w = image.shape
-        ppd_model.load(h, w)
+        model.load(pipe.activation_bytes(h, w))
         total = b * ensemble_size * len(sampling_timesteps(steps))
         prepared = Prepared(image, semantics["semantics"], semantics["input_size"])
         with cancellable(pipe.dit):
             result = ppd_steps.predict_depth(pipe, prepared, steps=steps, seed=seed, ensemble_size=ensemble_size,
-                                         progress=progress(total, unique_id))
+                                         progress=progress(total, node_id(cls)))
         packet = {"depth": result.depth, "spread": result.spread, "image": image,
                   "input_size": semantics["input_size"], "kind": "ppd"}
         rgb, _ = imaging.render_depth(result.depth, "controlnet", size=semantics["input_size"])
-        return {"ui": {"text": [size_note(image.shape[-2:], semantics["input_size"], b, ensemble_size)]},
-                "result": (packet, rgb.movedim(1, -1).to(mm.intermediate_device()))}
+        show_text(cls, size_note(image.shape[-2:], semantics["input_size"], b, ensemble_size))
+        return io.NodeOutput(packet, to_image(rgb))
 
 
 BIG_INPUT = 4  # an input this many times the processing area gets a hint to scale it down first

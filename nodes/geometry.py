@@ -13,125 +13,132 @@ defined). The first four keys are those of core's MOGE_GEOMETRY, so everything t
 """
 from __future__ import annotations
 
-import logging
 import math
-from dataclasses import dataclass
 
 import comfy.model_management as mm
-import comfy.model_patcher
 import torch
+from comfy_api.latest import io
 
 from ..comfyui_ppd import catalogue, load_geometry_model
 from ..comfyui_ppd.errors import InputError
-from ..comfyui_ppd.families.moge2 import MoGe2Model
 from ..comfyui_ppd.families.moge2 import steps as moge2_steps
-from .depth import image_to_bchw
-from .model import model_choices, model_paths
+from .common import (
+    Geometry,
+    GeometryModel,
+    LoadedModel,
+    cancellable,
+    image_to_bchw,
+    loaded,
+    log,
+    model_input,
+    model_paths,
+    output,
+    patcher,
+    schema,
+    show_text,
+    validate_file_names,
+)
 
-log = logging.getLogger("comfyui_ppd")
-GEOMETRY_NAME = catalogue.DEFAULT_NAMES["geometry"]    # the MoGe-2 model.pt, also ppd_moge.pth's encoder
+ALIASES = ["moge", "moge-2", "metric depth", "normal", "normal map", "surface normals", "camera", "intrinsics",
+           "field of view", "fov", "geometry", "ppd"]
 
 
-@dataclass
-class GeometryModel:
-    """The PPD_GEOMETRY_MODEL socket value: MoGe-2 and the ModelPatcher that moves it between devices."""
-
-    model: MoGe2Model
-    patcher: object
-    name: str
-
-    def load(self, height: int, width: int) -> None:
-        """Ask ComfyUI for room (weights + a rough activation estimate for one image) and move the weights."""
-        need = (1 << 30) + height * width * 64 * 4          # ~1 GiB of neck/head maps plus per-pixel outputs
-        mm.load_models_gpu([self.patcher], memory_required=need, force_full_load=True)
-
-
-class PPD_LoadGeometryModel:
-    DESCRIPTION = ("Loads the complete MoGe-2 model (model.pt, saved as moge2_vitl_normal.pt in models/ppd) for "
-                   "metric depth, the camera and normals. ComfyUI moves it to the GPU for work and offloads it "
-                   "when other models need the memory.")
-    CATEGORY = "PPD"
-    FUNCTION = "load"
-    RETURN_TYPES = ("PPD_GEOMETRY_MODEL",)
-    RETURN_NAMES = ("geometry_model",)
-    OUTPUT_TOOLTIPS = ("The loaded MoGe-2 model, for PPD MoGe-2 Geometry.",)
+class PPD_LoadGeometryModel(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return schema(
+            "PPD_LoadGeometryModel", "Load PPD MoGe-2 Geometry Model",
+            "Loads the complete MoGe-2 model (model.pt, saved as moge2_vitl_normal.pt in models/ppd) for metric "
+            "depth, the camera and normals. ComfyUI moves it to the GPU for work and offloads it when other models "
+            "need the memory.",
+            ALIASES + ["geometry loader", "moge loader"],
+            inputs=[model_input("model_name", "geometry",
+                                "The MoGe-2 model.pt in models/ppd (Ruicheng/moge-2-vitl-normal, saved as "
+                                f"{catalogue.DEFAULT_NAMES['geometry']}; the same file is ppd_moge.pth's semantic "
+                                "encoder). MoGe-1 and other files are refused with a message.")],
+            outputs=[output(GeometryModel, "geometry_model", "The loaded MoGe-2 model, for PPD MoGe-2 "
+                                                                    "Geometry.")],
+            hidden=[io.Hidden.prompt],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        files = model_choices("geometry")
-        return {"required": {
-            "model_name": (files, {
-                "default": GEOMETRY_NAME if GEOMETRY_NAME in files else files[0],
-                "tooltip": "The MoGe-2 model.pt in models/ppd (Ruicheng/moge-2-vitl-normal, saved as "
-                           "moge2_vitl_normal.pt; the same file is ppd_moge.pth's semantic encoder). MoGe-1 and "
-                           "other files are refused with a message."}),
-        }}
+    def validate_inputs(cls, model_name):
+        return validate_file_names(model_name=model_name)
 
-    def load(self, model_name: str):
-        device, offload = mm.get_torch_device(), mm.unet_offload_device()
-        model = load_geometry_model(model_paths({"geometry": model_name})["geometry"], device=offload)
-        patcher = comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=offload,
-                                                   size=mm.module_size(model))
+    @classmethod
+    def execute(cls, model_name: str) -> io.NodeOutput:
+        path = model_paths({"geometry": model_name}, getattr(cls.hidden, "prompt", None))["geometry"]
+        model = load_geometry_model(path, device=mm.unet_offload_device())
         if not model.has_normal:
             log.warning("PPD: %s has no normal head; PPD MoGe-2 Geometry will give no normals.", model_name)
-        return (GeometryModel(model, patcher, model_name),)
+        return io.NodeOutput(LoadedModel(model, patcher(model), (model_name,)))
 
 
-class PPD_MoGe2Geometry:
-    DESCRIPTION = ("Runs MoGe-2 on an image: metric depth (metres), the valid-pixel mask, the camera intrinsics and "
-                   "surface normals, as the official MoGe-2 infer. The geometry packet gives PPD Depth to Point "
-                   "Cloud its metric scale and camera; the normal map feeds a normal ControlNet.")
-    CATEGORY = "PPD"
-    FUNCTION = "estimate"
-    RETURN_TYPES = ("PPD_GEOMETRY", "IMAGE", "IMAGE", "MASK", "STRING")
-    RETURN_NAMES = ("geometry", "normal_map", "metric_depth", "mask", "summary")
-    OUTPUT_TOOLTIPS = (
-        "Metric depth, mask, normalised intrinsics, points and normals (see nodes/geometry.py), for PPD Depth to "
-        "Point Cloud's geometry input.",
-        "Normals as colours in the chosen convention (ControlNet v1.1 NormalBae: R left, G up, B toward the "
-        "camera, so a wall facing the camera is (0.5, 0.5, 1)); black when the model has no normal head.",
-        "Metric depth in metres in all three channels (0 at invalid pixels): raw values, not [0,1], so a preview "
-        "looks white; wire it to PPD Depth to Point Cloud's depth_image with depth_kind 'depth'.",
-        "MoGe-2's valid pixels (1 = valid).",
-        "Camera, depth range, valid share and normals per image (wire into Preview Any).")
+class PPD_MoGe2Geometry(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return schema(
+            "PPD_MoGe2Geometry", "PPD MoGe-2 Geometry",
+            "Runs MoGe-2 on an image: metric depth (metres), the valid-pixel mask, the camera intrinsics and "
+            "surface normals, as the official MoGe-2 infer. The geometry packet gives PPD Depth to Point Cloud its "
+            "metric scale and camera; the normal map feeds a normal ControlNet.",
+            ALIASES + ["normal controlnet", "depth estimation"],
+            inputs=[
+                GeometryModel.Input("geometry_model", tooltip="MoGe-2 from Load PPD MoGe-2 Geometry Model."),
+                io.Image.Input("image", tooltip="The photo (the same one PPD gets); MoGe-2 works at its own "
+                                                "resolution and returns maps at this image's size."),
+                io.Int.Input("resolution_level", default=9, min=0, max=9,
+                             tooltip="MoGe-2's token budget: 0 = 1200 tokens (fastest) ... 9 = 3600 tokens (finest, "
+                                     "the official default)."),
+                io.Float.Input("fov_x", default=0.0, min=0.0, max=179.0, step=0.1,
+                               tooltip="Known horizontal field of view in degrees; 0 = let MoGe-2 estimate the "
+                                       "camera (the default)."),
+                io.Boolean.Input("apply_mask", default=True,
+                                 tooltip="Set invalid pixels (sky, background MoGe-2 is unsure of) to infinite depth "
+                                         "and zero normal, as the official default."),
+                io.Combo.Input("normal_convention", options=list(moge2_steps.NORMAL_CONVENTIONS),
+                               default=next(iter(moge2_steps.NORMAL_CONVENTIONS)),
+                               tooltip="Colours of the normal map: ControlNet v1.1 NormalBae (what SD1.5 normal "
+                                       "ControlNets take) or OpenGL (R right, G up, B toward the camera; normal-map "
+                                       "textures)."),
+            ],
+            outputs=[
+                output(Geometry, "geometry", "Metric depth, mask, normalised intrinsics, points and normals "
+                                             "(see nodes/geometry.py), for PPD Depth to Point Cloud's "
+                                             "geometry input."),
+                output(io.Image, "normal_map", "Normals as colours in the chosen convention (ControlNet v1.1 "
+                                               "NormalBae: R left, G up, B toward the camera, so a wall "
+                                               "facing the camera is (0.5, 0.5, 1)); black when the model "
+                                               "has no normal head."),
+                output(io.Image, "metric_depth", "Metric depth in metres in all three channels (0 at invalid "
+                                                 "pixels): raw values, not [0,1], so a preview looks white; "
+                                                 "wire it to PPD Depth to Point Cloud's depth_image with "
+                                                 "depth_kind 'depth'."),
+                output(io.Mask, "mask", "MoGe-2's valid pixels (1 = valid)."),
+                output(io.String, "summary", "Camera, depth range, valid share and normals per image (also "
+                                             "shown on the node)."),
+            ],
+            hidden=[io.Hidden.unique_id],
+        )
 
     @classmethod
-    def INPUT_TYPES(cls):
-        return {"required": {
-            "geometry_model": ("PPD_GEOMETRY_MODEL", {"tooltip": "MoGe-2 from Load PPD MoGe-2 Geometry Model."}),
-            "image": ("IMAGE", {"tooltip": "The photo (the same one PPD gets); MoGe-2 works at its own "
-                                           "resolution and returns maps at this image's size."}),
-            "resolution_level": ("INT", {"default": 9, "min": 0, "max": 9,
-                                         "tooltip": "MoGe-2's token budget: 0 = 1200 tokens (fastest) ... 9 = "
-                                                    "3600 tokens (finest, the official default)."}),
-            "fov_x": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 179.0, "step": 0.1,
-                                "tooltip": "Known horizontal field of view in degrees; 0 = let MoGe-2 estimate "
-                                           "the camera (the default)."}),
-            "apply_mask": ("BOOLEAN", {"default": True,
-                                       "tooltip": "Set invalid pixels (sky, background MoGe-2 is unsure of) to "
-                                                  "infinite depth and zero normal, as the official default."}),
-            "normal_convention": (list(moge2_steps.NORMAL_CONVENTIONS), {
-                "default": next(iter(moge2_steps.NORMAL_CONVENTIONS)),
-                "tooltip": "Colours of the normal map: ControlNet v1.1 NormalBae (what SD1.5 normal ControlNets "
-                           "take) or OpenGL (R right, G up, B toward the camera; normal-map textures)."}),
-        }}
-
-    def estimate(self, geometry_model, image, resolution_level: int, fov_x: float, apply_mask: bool,
-                 normal_convention: str):
-        if not isinstance(geometry_model, GeometryModel):
-            raise InputError("geometry_model must come from Load PPD MoGe-2 Geometry Model.")
+    def execute(cls, geometry_model, image, resolution_level: int, fov_x: float, apply_mask: bool,
+                normal_convention: str) -> io.NodeOutput:
+        model = loaded(geometry_model, "geometry_model", "Load PPD MoGe-2 Geometry Model")
         x = image_to_bchw(image)
-        geometry_model.load(*x.shape[-2:])
-        device = next(geometry_model.model.parameters()).device
+        h, w = x.shape[-2:]
+        model.load((1 << 30) + h * w * 64 * 4)           # ~1 GiB of neck/head maps plus per-pixel outputs
+        device = next(model.engine.parameters()).device
         outs = []
-        for i in range(x.shape[0]):
-            mm.throw_exception_if_processing_interrupted()
-            try:
-                outs.append(moge2_steps.estimate_geometry(geometry_model.model, x[i:i + 1].to(device),
-                                                    resolution_level=resolution_level,
-                                                    fov_x=fov_x if fov_x > 0 else None, apply_mask=apply_mask))
-            except InputError as e:
-                raise InputError(f"image {i + 1} of {x.shape[0]}: {e}" if x.shape[0] > 1 else str(e)) from e
+        with cancellable(model.engine):                  # Cancel acts within a block, as in the PPD nodes
+            for i in range(x.shape[0]):
+                mm.throw_exception_if_processing_interrupted()
+                try:
+                    outs.append(moge2_steps.estimate_geometry(model.engine, x[i:i + 1].to(device),
+                                                        resolution_level=resolution_level,
+                                                        fov_x=fov_x if fov_x > 0 else None, apply_mask=apply_mask))
+                except InputError as e:
+                    raise InputError(f"image {i + 1} of {x.shape[0]}: {e}" if x.shape[0] > 1 else str(e)) from e
         packet = {k: torch.cat([o[k] for o in outs]) for k in ("depth", "mask", "intrinsics", "points",
                                                                "metric_scale")}
         packet["normal"] = None if outs[0]["normal"] is None else torch.cat([o["normal"] for o in outs])
@@ -141,9 +148,9 @@ class PPD_MoGe2Geometry:
         else:
             normal_map = moge2_steps.normal_image(packet["normal"], normal_convention)
         depth = torch.where(packet["mask"] & torch.isfinite(packet["depth"]), packet["depth"], 0.0)
-        summary = "\n".join(describe(packet, i, geometry_model.name) for i in range(x.shape[0]))
-        return (packet, normal_map, depth[..., None].expand(-1, -1, -1, 3).contiguous(),
-                packet["mask"].float(), summary)
+        summary = show_text(cls, "\n".join(describe(packet, i, model.names[0]) for i in range(x.shape[0])))
+        return io.NodeOutput(packet, normal_map, depth[..., None].expand(-1, -1, -1, 3).contiguous(),
+                             packet["mask"].float(), summary)
 
 
 def describe(packet: dict, i: int, name: str) -> str:
@@ -155,5 +162,5 @@ def describe(packet: dict, i: int, name: str) -> str:
     z = depth[mask & torch.isfinite(depth)]
     normals = ("normals: yes" if packet["normal"] is not None else
                f"normals: none ({name} has no normal head; the normal map is black)")
-    return (f"image {i + 1}: {h}x{w}, focal {fx * w:.1f} px (horizontal FOV {fov:.1f} deg), depth "
+    return (f"image {i + 1}: {w} x {h} (W x H), focal {fx * w:.1f} px (horizontal FOV {fov:.1f} deg), depth "
             f"{float(z.min()):.2f}-{float(z.max()):.2f} m, {100 * float(mask.float().mean()):.1f}% valid, {normals}")

@@ -65,7 +65,7 @@ def comfy_env(pack, tmp_path, monkeypatch):
         (base / kind).mkdir(parents=True, exist_ok=True)
         monkeypatch.setattr(folder_paths, f"{kind}_directory", str(base / kind))
     from tiny_models import write_tiny_models
-    pack.nodes.model.register_model_folder()
+    pack.nodes.common.register_model_folder()
     write_tiny_models(base / "models" / "ppd")
     return types.SimpleNamespace(folder_paths=folder_paths, mm=mm, ProgressBar=comfy.utils.ProgressBar,
                                  InterruptProcessingException=mm.InterruptProcessingException, real=REAL_COMFY)

@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 from comfyui_ppd import load_dit, load_semantic_encoder
 from comfyui_ppd.catalogue import OFFICIAL_FILES
 from comfyui_ppd.errors import CheckpointError
+from pack_nodes import node_classes
 from tiny_models import tiny_dit_state_dict
 
 GDRIVE_PAGE = (b"<!DOCTYPE html><html><head><title>Google Drive - Virus scan warning</title></head><body>"
@@ -117,7 +118,7 @@ def test_bad_file_through_the_load_node(pack, comfy_env, case):
     args = (name, "depth_anything_v2_vitl.pth") if role == "dit" else ("ppd.pth", name)
     pack_error = importlib.import_module(pack.__name__ + ".comfyui_ppd.errors").CheckpointError  # the pack's own engine
     with pytest.raises(pack_error) as info:
-        pack.NODE_CLASS_MAPPINGS["PPD_LoadModel"]().load(*args, "auto")
+        node_classes(pack)["PPD_LoadModel"]().load(*args, "auto")
     _check(str(info.value), path, phrases)
     assert str(info.value) == _message(LOADERS[role], path)
 

@@ -12,6 +12,7 @@ from PIL import Image
 
 from comfyui_ppd import PPDPipeline, load_dit, load_semantic_encoder, runtime
 from comfyui_ppd.cli import main
+from pack_nodes import node_classes
 from tiny_models import tiny_da2_state_dict, tiny_dit_state_dict
 
 FP32, FP16, BF16 = torch.float32, torch.float16, torch.bfloat16
@@ -77,9 +78,9 @@ def test_node_on_a_gpu_follows_the_policy(pack, comfy_env, monkeypatch):
     engine_runtime = importlib.import_module(pack.__name__ + ".comfyui_ppd.runtime")
     monkeypatch.setattr(engine_runtime.torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     monkeypatch.setattr(comfy_env.mm, "get_torch_device", lambda: torch.device("cuda"))
-    load = pack.NODE_CLASS_MAPPINGS["PPD_LoadModel"]().load
+    load = node_classes(pack)["PPD_LoadModel"]().load
     model, _ = load("ppd.pth", "depth_anything_v2_vitl.pth", "auto")["result"]
-    assert model.dtype == FP32 and model.pipeline._autocast == BF16
+    assert model.engine.weight_dtype == FP32 and model.engine._autocast == BF16
 
 
 @pytest.mark.parametrize("precision", ["auto", "fp32", "bf16"])
@@ -94,7 +95,7 @@ def test_cli_and_node_give_identical_depth(pack, comfy_env, image_file, tmp_path
     cli = np.load(tmp_path / "out" / "photo_depth.npy")
 
     image = torch.from_numpy(np.asarray(Image.open(image_file).convert("RGB"), np.float32) / 255)[None]  # LoadImage
-    nodes = pack.NODE_CLASS_MAPPINGS
+    nodes = node_classes(pack)
     model, _ = nodes["PPD_LoadModel"]().load("ppd.pth", "depth_anything_v2_vitl.pth", precision)["result"]
     sem, = nodes["PPD_SemanticEncoder"]().encode(model, image, "custom long side", 96)   # 50x70 -> 64x96, as --area
     packet, _ = nodes["PPD_DepthSampler"]().sample(model, sem, 2, 3)["result"]

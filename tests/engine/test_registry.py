@@ -8,6 +8,7 @@ import torch
 from comfyui_ppd import CheckpointError, load_dit, load_semantic_encoder, registry, runtime
 from comfyui_ppd.families.ppd import steps as ppd_steps
 from comfyui_ppd.families.ppvd import steps as video_steps
+from pack_nodes import node_classes
 from plumbing import fixture_json
 from tiny_models import tiny_da2_state_dict, tiny_dit_state_dict, tiny_moge_checkpoint
 
@@ -84,7 +85,7 @@ def test_load_node_refuses_the_video_dit_and_points_to_the_video_nodes(pack, com
     folder = comfy_env.folder_paths.get_folder_paths("ppd")[-1]
     torch.save(tiny_video_dit(), f"{folder}/ppvd.pth")
     with pytest.raises(ValueError, match="video model \\(PPVD\\); use the video nodes"):
-        pack.NODE_CLASS_MAPPINGS["PPD_LoadModel"]().load("ppvd.pth", "depth_anything_v2_vitl.pth", "auto")
+        node_classes(pack)["PPD_LoadModel"]().load("ppvd.pth", "depth_anything_v2_vitl.pth", "auto")
 
 
 def test_tiny_moge2_files_are_told_apart_from_every_other_family():

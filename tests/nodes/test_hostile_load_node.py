@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from hostile_files import BAD_CONFIGS, dit_with_config
 
+from pack_nodes import node_classes
+
 
 @pytest.mark.parametrize("case", list(BAD_CONFIGS))
 def test_load_node_shows_the_clean_message_for_corrupt_metadata(pack, comfy_env, case):
@@ -15,6 +17,6 @@ def test_load_node_shows_the_clean_message_for_corrupt_metadata(pack, comfy_env,
     path = dit_with_config(folder / "ppd_bad.safetensors", BAD_CONFIGS[case])
     pack_error = importlib.import_module(pack.__name__ + ".comfyui_ppd.errors").CheckpointError
     with pytest.raises(pack_error) as info:
-        pack.NODE_CLASS_MAPPINGS["PPD_LoadModel"]().load(path.name, "depth_anything_v2_vitl.pth", "auto")
+        node_classes(pack)["PPD_LoadModel"]().load(path.name, "depth_anything_v2_vitl.pth", "auto")
     msg = str(info.value)
     assert str(path) in msg and "model_config" in msg and "Error" not in msg.replace(str(path), ""), msg

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from pack_nodes import node
+from pack_nodes import display_names, node, node_classes
 from tiny_models import tiny_dit_state_dict
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
@@ -28,13 +28,12 @@ def depth_packet(pack, comfy_env):
 
 # --- definitions ---------------------------------------------------------------------------------------
 def test_node_definitions_are_well_formed(pack):
-    assert pack.NODE_CLASS_MAPPINGS and set(pack.NODE_CLASS_MAPPINGS) == set(pack.NODE_DISPLAY_NAME_MAPPINGS)
-    for node_id, cls in pack.NODE_CLASS_MAPPINGS.items():
-        title = pack.NODE_DISPLAY_NAME_MAPPINGS[node_id]
+    assert node_classes(pack) and set(node_classes(pack)) == set(display_names(pack))
+    for node_id, cls in node_classes(pack).items():
+        title = display_names(pack)[node_id]
         assert node_id.startswith("PPD_") and "PPD" in title and title.count("PPD") == 1, title
         assert cls.CATEGORY.split("/")[0] == "PPD" and cls.DESCRIPTION.strip()
-        assert callable(getattr(cls, cls.FUNCTION))
-        if getattr(cls, "RETURN_NAMES", None):
+        if cls.RETURN_NAMES:
             assert len(cls.RETURN_NAMES) == len(cls.RETURN_TYPES) == len(cls.OUTPUT_TOOLTIPS)
         assert cls.RETURN_TYPES or getattr(cls, "OUTPUT_NODE", False)
         spec = cls.INPUT_TYPES()
@@ -52,15 +51,33 @@ def test_node_definitions_are_well_formed(pack):
                     assert isinstance(opts["default"], int if kind == "INT" else (int, float)), where
 
 
+# Words a user may type into node search (frontend 1.45 also matches search_aliases); each must find some node.
+SEARCH_WORDS = ["depth", "normal", "point cloud", "metric", "camera", "video", "flicker", "edge", "pixel", "ply",
+                "controlnet depth", "moge"]
+
+
+def test_every_node_has_search_aliases(pack):
+    from comfy_api.latest import io
+    if "search_aliases" not in {f.name for f in __import__("dataclasses").fields(io.Schema)}:
+        pytest.skip("this ComfyUI has no search_aliases (older than 0.27)")
+    infos = {node_id: ref.info for node_id, ref in node_classes(pack).items()}
+    for node_id, info in infos.items():
+        assert len(info["search_aliases"] or []) >= 5, node_id
+    for word in SEARCH_WORDS:
+        found = [n for n, info in infos.items()
+                 if any(word in alias for alias in info["search_aliases"]) or word in info["display_name"].lower()]
+        assert found, f"searching {word!r} finds no PPD node"
+
+
 def test_node_ids_do_not_clash_with_core_names(pack):
     core = {"LoadImage", "SaveImage", "PreviewImage", "ControlNetLoader", "Preview3D", "SaveGLB"}
-    assert not core & set(pack.NODE_CLASS_MAPPINGS)
+    assert not core & set(node_classes(pack))
 
 
 def test_model_folder_registered_with_extensions(pack, comfy_env):
     paths, exts = comfy_env.folder_paths.folder_names_and_paths["ppd"]
     assert paths[-1].endswith("ppd") and {".pth", ".pt", ".safetensors"} <= exts
-    spec = pack.NODE_CLASS_MAPPINGS["PPD_LoadModel"].INPUT_TYPES()["required"]
+    spec = node_classes(pack)["PPD_LoadModel"].INPUT_TYPES()["required"]
     assert spec["dit_name"][0] == ["ppd.pth"]
     assert spec["encoder_name"][0] == ["depth_anything_v2_vitl.pth", "moge2_vitl_normal.pt"]
 
@@ -68,7 +85,7 @@ def test_model_folder_registered_with_extensions(pack, comfy_env):
 def test_extra_model_paths_entries_are_kept(pack, comfy_env, tmp_path):
     fp = comfy_env.folder_paths
     fp.folder_names_and_paths["ppd"] = ([str(tmp_path / "shared_models")], set())   # as the YAML loader does
-    pack.nodes.model.register_model_folder()
+    pack.nodes.common.register_model_folder()
     paths, exts = fp.folder_names_and_paths["ppd"]
     assert paths[0] == str(tmp_path / "shared_models") and len(paths) == 2 and ".pth" in exts
 
@@ -163,7 +180,7 @@ def test_interrupt_stops_sampling_between_steps(pack, comfy_env):
     finally:
         comfy_env.ProgressBar.update_absolute = real_update
         comfy_env.mm.interrupt_current_processing(False)
-    assert seen == [1]                                                   # stopped after the first step
+    assert seen == [0]          # the bar shows 0 at once; Cancel pressed then stops before the first step ends
 
 
 def test_ensemble_output_has_spread(pack, comfy_env):
@@ -181,8 +198,8 @@ def test_batch_larger_than_memory_is_chunked(pack, comfy_env, monkeypatch):
     whole, _ = node(pack, "PPD_DepthSampler").sample(model, sem, 2, 9)["result"]
     forwards = []
     monkeypatch.setattr(runtime, "available_bytes", lambda device: 1)   # room for one image at a time
-    original = model.pipeline.sample
-    monkeypatch.setattr(model.pipeline, "sample", lambda image, *a, **k: forwards.append(len(image))
+    original = model.engine.sample
+    monkeypatch.setattr(model.engine, "sample", lambda image, *a, **k: forwards.append(len(image))
                         or original(image, *a, **k))
     sem2, = node(pack, "PPD_SemanticEncoder").encode(model, images, "custom long side", 64)
     chunked, _ = node(pack, "PPD_DepthSampler").sample(model, sem2, 2, 9)["result"]
@@ -213,7 +230,7 @@ def test_da2_encoder_with_moge_dit_is_refused(pack, comfy_env):
 def test_fp16_on_cpu_warns_and_uses_fp32(pack, comfy_env, caplog):
     with caplog.at_level(logging.WARNING, logger="comfyui_ppd"):
         model, _ = node(pack, "PPD_LoadModel").load("ppd.pth", "depth_anything_v2_vitl.pth", "fp16")["result"]
-    assert model.dtype == torch.float32 and "fp32" in caplog.text
+    assert model.engine.weight_dtype == torch.float32 and "fp32" in caplog.text
 
 
 def test_rgba_image_is_accepted_and_two_channels_refused(pack, comfy_env):

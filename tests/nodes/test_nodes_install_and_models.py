@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pack_nodes import load
+from pack_nodes import load, node_classes
 from tiny_models import tiny_da2_state_dict, tiny_dit_state_dict
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "example_inputs"
@@ -50,14 +50,14 @@ def test_copy_failure_is_logged_and_start_up_goes_on(pack, comfy_env, tmp_path, 
 def test_models_folder_is_created_at_start_up(pack, comfy_env):
     import shutil
     shutil.rmtree(ppd_dir(comfy_env))
-    pack.nodes.model.register_model_folder()
+    pack.nodes.common.register_model_folder()
     assert ppd_dir(comfy_env).is_dir()
 
 
 def test_empty_folder_shows_one_clear_entry_and_names_every_missing_file(pack, comfy_env):
     for f in ppd_dir(comfy_env).iterdir():
         f.unlink()
-    spec = pack.NODE_CLASS_MAPPINGS["PPD_LoadModel"].INPUT_TYPES()["required"]
+    spec = node_classes(pack)["PPD_LoadModel"].INPUT_TYPES()["required"]
     assert spec["dit_name"][0] == ["ppd.pth (missing: see README)"]
     assert spec["encoder_name"][0] == ["depth_anything_v2_vitl.pth (missing: see README)"]
     with pytest.raises(ValueError) as info:
@@ -74,7 +74,7 @@ def test_dropdowns_tell_roles_apart_by_keys_not_names(pack, comfy_env):
     torch.save(tiny_da2_state_dict(), folder / "ppd_looks_like_a_dit.pth")          # an encoder, DiT-like name
     save_file(tiny_dit_state_dict(), str(folder / "vitl_encoder.safetensors"))       # a DiT, encoder-like name
     (folder / "broken.pth").write_bytes(b"not a checkpoint")                        # unknown: listed in both
-    spec = pack.NODE_CLASS_MAPPINGS["PPD_LoadModel"].INPUT_TYPES()["required"]
+    spec = node_classes(pack)["PPD_LoadModel"].INPUT_TYPES()["required"]
     assert spec["dit_name"][0] == ["broken.pth", "ppd.pth", "vitl_encoder.safetensors"]
     assert spec["encoder_name"][0] == ["broken.pth", "depth_anything_v2_vitl.pth", "moge2_vitl_normal.pt",
                                        "ppd_looks_like_a_dit.pth"]
@@ -82,8 +82,8 @@ def test_dropdowns_tell_roles_apart_by_keys_not_names(pack, comfy_env):
 
 def test_a_full_moge2_file_is_both_an_encoder_and_a_geometry_model(pack, comfy_env):
     """moge2_vitl_normal.pt (encoder, neck and heads) serves ppd_moge.pth as encoder and the geometry node."""
-    load = pack.NODE_CLASS_MAPPINGS["PPD_LoadModel"].INPUT_TYPES()["required"]
-    geometry = pack.NODE_CLASS_MAPPINGS["PPD_LoadGeometryModel"].INPUT_TYPES()["required"]
+    load = node_classes(pack)["PPD_LoadModel"].INPUT_TYPES()["required"]
+    geometry = node_classes(pack)["PPD_LoadGeometryModel"].INPUT_TYPES()["required"]
     assert "moge2_vitl_normal.pt" in load["encoder_name"][0]
     assert geometry["model_name"][0] == ["moge2_vitl_normal.pt"]                # DiT and DA2 are not listed
     assert pack.comfyui_ppd.inventory.file_kind(ppd_dir(comfy_env) / "moge2_vitl_normal.pt").semantics == "moge2"
@@ -102,9 +102,9 @@ def test_key_scan_is_cached_per_file_version(pack, comfy_env, monkeypatch):
 
 
 def test_validate_inputs_lets_a_missing_google_drive_file_reach_our_message(pack, comfy_env):
-    cls = pack.NODE_CLASS_MAPPINGS["PPD_LoadModel"]
-    # ComfyUI skips "value not in list" for inputs named in VALIDATE_INPUTS' arguments (execution.validate_inputs)
-    assert {"dit_name", "encoder_name"} <= set(inspect.getfullargspec(cls.VALIDATE_INPUTS).args)
+    cls = node_classes(pack)["PPD_LoadModel"]
+    # ComfyUI skips "value not in list" for inputs named in validate_inputs' arguments (execution.validate_inputs)
+    assert {"dit_name", "encoder_name"} <= set(inspect.getfullargspec(cls.cls.validate_inputs).args)
     assert cls.VALIDATE_INPUTS("ppd_moge.pth", "moge2_vitl_normal.pt") is True
     with pytest.raises(ValueError) as info:
         load(pack, "ppd_moge.pth", "moge2_vitl_normal.pt", "auto")
@@ -130,5 +130,5 @@ def test_fp16_on_cpu_is_shown_in_the_ui(pack, comfy_env):
 
 def test_memory_manager_sees_a_named_model_bundle(pack, comfy_env):
     model, _ = load(pack, "ppd.pth", "depth_anything_v2_vitl.pth", "auto")["result"]
-    assert type(model.patcher.model).__name__ == "PPDModelBundle"
-    assert model.patcher.model.dit is model.pipeline.dit
+    assert type(model.patcher.model).__name__ == "ModelBundle"
+    assert model.patcher.model.dit is model.engine.dit

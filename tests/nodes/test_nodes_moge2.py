@@ -13,6 +13,7 @@ import torch
 
 import scenes
 from mesh_files import read_ply
+from pack_nodes import node_classes
 from tiny_models import tiny_dit_state_dict, tiny_moge2_full_checkpoint
 
 NAME = "moge2_vitl_normal.pt"
@@ -20,7 +21,7 @@ NAME = "moge2_vitl_normal.pt"
 
 @pytest.fixture()
 def m(pack, comfy_env):
-    return pack.NODE_CLASS_MAPPINGS
+    return node_classes(pack)
 
 
 def geometry_of(m, image, name=NAME, **options):

@@ -12,6 +12,7 @@ import torch
 import scenes
 from comfyui_ppd import metrics
 from mesh_files import read_glb, read_ply
+from pack_nodes import node_classes
 
 H, W = scenes.HEIGHT, scenes.WIDTH
 DEPTH, DISPARITY, PPD = "depth (far = larger)", "disparity (near = larger)", "PPD log-depth"
@@ -21,14 +22,13 @@ FLIP = torch.tensor([1.0, -1.0, -1.0])
 
 @pytest.fixture()
 def nodes(pack):
-    pc = importlib.import_module(pack.__name__ + ".nodes.pointcloud")
-    mt = importlib.import_module(pack.__name__ + ".nodes.metrics")
-    return pc.PPD_DepthToPointCloud(), pc.PPD_SavePointCloud(), mt.PPD_EdgeMetricPreview()
+    m = node_classes(pack)
+    return m["PPD_DepthToPointCloud"](), m["PPD_SavePointCloud"](), m["PPD_EdgeMetricPreview"]()
 
 
 @pytest.fixture()
 def ppd_packet(pack, comfy_env):
-    m = pack.NODE_CLASS_MAPPINGS
+    m = node_classes(pack)
     model, _ = m["PPD_LoadModel"]().load("ppd.pth", "depth_anything_v2_vitl.pth", "auto")["result"]
     sem, = m["PPD_SemanticEncoder"]().encode(model, torch.rand(2, 40, 60, 3), "custom long side", 96)
     return m["PPD_DepthSampler"]().sample(model, sem, 2, 5)["result"][0]
@@ -59,16 +59,18 @@ def block_upsample(t: torch.Tensor, k: int) -> torch.Tensor:
 
 
 # --- definitions -------------------------------------------------------------------------------------------
-def test_definitions_have_tooltips_and_documented_outputs(nodes):
-    for cls in map(type, nodes):
-        assert cls.CATEGORY == "PPD" and cls.DESCRIPTION.strip() and callable(getattr(cls, cls.FUNCTION))
+def test_definitions_have_tooltips_and_documented_outputs(pack):
+    m = node_classes(pack)
+    refs = [m["PPD_DepthToPointCloud"], m["PPD_SavePointCloud"], m["PPD_EdgeMetricPreview"]]
+    for cls in refs:
+        assert cls.CATEGORY == "PPD" and cls.DESCRIPTION.strip()
         assert len(cls.RETURN_NAMES) == len(cls.RETURN_TYPES) == len(cls.OUTPUT_TOOLTIPS)
         for section in ("required", "optional"):
             for name, (kind, *opts) in cls.INPUT_TYPES().get(section, {}).items():
-                assert opts and opts[0].get("tooltip"), f"{cls.__name__}.{name}"
+                assert opts and opts[0].get("tooltip"), name
                 if kind in ("INT", "FLOAT"):
                     assert opts[0]["min"] <= opts[0]["default"] <= opts[0]["max"]
-    assert type(nodes[1]).OUTPUT_NODE is True
+    assert refs[1].OUTPUT_NODE is True
 
 
 # --- PPD depth from the sampler, end to end ---------------------------------------------------------------

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pack_nodes import load, node
+from pack_nodes import display_names, load, node, node_classes
 
 
 # --- 5. big images and slow saves ----------------------------------------------------------------------------
@@ -55,7 +55,7 @@ def test_preview_shows_the_grey_png_as_saved(pack, comfy_env, orientation):
 
 
 def test_display_names_say_ppd_once_and_keys_are_unchanged(pack):
-    names = pack.NODE_DISPLAY_NAME_MAPPINGS
+    names = display_names(pack)
     assert names["PPD_DepthSampler"] == "PPD Depth Sampler" and names["PPD_LoadModel"] == "Load PPD Model"
     assert names["PPD_SavePointCloud"] == "Save Point Cloud (PPD)"
     assert all(n.count("PPD") == 1 for n in names.values())
@@ -96,7 +96,7 @@ def test_cancel_in_an_ensemble_stops_within_one_block(pack, comfy_env, cancel_at
     model, _ = load(pack, "ppd.pth", "depth_anything_v2_vitl.pth", "auto")["result"]
     sem, = node(pack, "PPD_SemanticEncoder").encode(model, torch.rand(1, 32, 32, 3), "custom long side", 64)
     ran = []
-    hooks = [b.register_forward_hook(lambda *_: ran.append(1)) for b in model.pipeline.dit.blocks]
+    hooks = [b.register_forward_hook(lambda *_: ran.append(1)) for b in model.engine.dit.blocks]
     cancel_at_check(2)                                          # Cancel just before the 2nd check
     try:
         with pytest.raises(comfy_env.InterruptProcessingException):
@@ -105,11 +105,11 @@ def test_cancel_in_an_ensemble_stops_within_one_block(pack, comfy_env, cancel_at
         for h in hooks:
             h.remove()
     assert len(ran) == 1                 # one DiT block ran; before, a whole step of all 4 members ran first
-    assert not model.pipeline.dit.blocks[0]._forward_pre_hooks                 # the checks are removed again
+    assert not model.engine.dit.blocks[0]._forward_pre_hooks                 # the checks are removed again
 
 
 def test_edge_metric_preview_is_an_output_node_with_a_preview(pack, comfy_env):
-    cls = pack.NODE_CLASS_MAPPINGS["PPD_EdgeMetricPreview"]
+    cls = node_classes(pack)["PPD_EdgeMetricPreview"]
     assert cls.OUTPUT_NODE is True
     out = cls().measure("depth (far = larger)", 60.0, 0.0, 1.0, 10.0, depth_map=ramp(lo=1.0, hi=3.0))
     assert out["ui"]["images"][0]["type"] == "temp" and out["ui"]["text"][0] == out["result"][-1]

@@ -32,8 +32,8 @@ def run(pack, model, images, steps: int = 2, seed: int = 0, **sizes):
 
 def test_loader_wraps_the_model_for_the_memory_manager(video_model):
     container = video_model.patcher.model
-    assert type(container).__name__ == "PPVDModel"                  # what ComfyUI's log names
-    assert container.dit is video_model.pipeline.dit and container.encoder is video_model.pipeline.encoder
+    assert type(container).__name__ == "ModelBundle"                  # what ComfyUI's log names
+    assert container.dit is video_model.engine.dit and container.encoder is video_model.engine.encoder
 
 
 def test_loaders_refuse_each_others_files(pack, comfy_env, video_model):
@@ -59,7 +59,7 @@ def test_outputs_match_the_image_sampler_and_the_pipeline(pack, comfy_env, video
     image_packet_keys = {"depth", "spread", "image", "input_size", "kind"}   # nodes/depth.py's PPD_DEPTH
     assert set(packet) == image_packet_keys and packet["kind"] == "ppd" and packet["input_size"] == (20, 28)
     assert packet["depth"].shape == (3, 1, 20, 28) and packet["image"].shape == (3, 3, 20, 28)
-    pipe = video_model.at_size(32, 32)
+    pipe = video_model.engine.at_size((32, 32))
     noise = torch.randn((16, 1, 32, 32), generator=torch.Generator().manual_seed(5))
     assert torch.equal(packet["depth"], pipe(images.movedim(-1, 1), steps=2, noise=noise))
     # near = white over the whole clip: one range, so only the clip's extremes reach 0 and 1
@@ -67,7 +67,7 @@ def test_outputs_match_the_image_sampler_and_the_pipeline(pack, comfy_env, video
     assert depth_image.shape == (3, 20, 28, 3) and float(grey.min()) == 0.0 and float(grey.max()) == 1.0
     d = packet["depth"][:, 0]
     assert torch.equal(grey.flatten().argmin(), d.flatten().argmax())      # the farthest pixel is black
-    assert "3 frames 28x20, 1 window(s)" in summary and ui["text"] == [summary]
+    assert "3 frames 28 x 20, 1 window(s)" in summary and ui["text"] == [summary]
     assert len(per_frame.splitlines()) == 4                                 # header + one line per frame
     render, _ = node(pack, "PPD_DepthRender").render(packet, "colormap", "spectral", "whole batch", "input")
     assert render.shape == (3, 20, 28, 3)
@@ -91,7 +91,7 @@ def test_progress_per_window_and_step_and_cancel_between_steps(pack, comfy_env, 
             run(pack, video_model, frames(20), steps=2)                     # 2 windows x 2 evaluations
     finally:
         comfy_env.mm.interrupt_current_processing(False)
-    assert seen == [(1, 4), (2, 4), (3, 4)]                                 # stopped before the 4th step
+    assert seen == [(0, 4), (1, 4), (2, 4), (3, 4)]               # 0 at once; stopped before the 4th step
 
 
 @pytest.mark.parametrize("images, match", [
@@ -122,7 +122,7 @@ def test_time_estimate_is_flop_over_measured_rate(pack, video_model, monkeypatch
     """video_seconds = windows x window FLOP / the measured matmul rate (1-16 frames: 1 window; 17-29: 2)."""
     video_steps = pack.comfyui_ppd.families.ppvd.steps
     from comfyui_ppd.families.ppvd.flops import window_flop
-    pipe = video_model.at_size(32, 64)
+    pipe = video_model.engine.at_size((32, 64))
     assert video_steps.matmul_rate(pipe.device) > 0
     monkeypatch.setattr(video_steps, "matmul_rate", lambda device: 1e9)
     flop = window_flop(pipe.dit.config, pipe.encoder.config, 32, 64, 4)

@@ -5,10 +5,11 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from plumbing import REPO
+from plumbing import REPO, require_comfyui
 
 
 def test_pack_uses_its_own_engine_with_a_decoy_first_on_sys_path(tmp_path, monkeypatch):
+    require_comfyui()
     decoy = tmp_path / "site" / "comfyui_ppd"
     decoy.mkdir(parents=True)
     (decoy / "__init__.py").write_text("raise ImportError('the decoy comfyui_ppd was imported')\n")
@@ -23,7 +24,7 @@ def test_pack_uses_its_own_engine_with_a_decoy_first_on_sys_path(tmp_path, monke
     monkeypatch.setitem(sys.modules, name, module)
     spec.loader.exec_module(module)
 
-    assert "PPD_LoadModel" in module.NODE_CLASS_MAPPINGS
+    assert "PPD_LoadModel" in {cls.GET_SCHEMA().node_id for cls in module.nodes.NODES}
     engine = sys.modules[name + ".nodes.model"].ppd_steps
     assert Path(engine.__file__).resolve() == REPO / "comfyui_ppd" / "families" / "ppd" / "steps.py"
     assert engine.__name__ == name + ".comfyui_ppd.families.ppd.steps"

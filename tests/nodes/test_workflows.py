@@ -1,34 +1,17 @@
-"""The shipped workflows: UI format converted to API format, wiring checked, PPD parts executed."""
+"""The shipped workflows against the real node definitions (what /object_info serves), their layout, and one
+workflow saved by the previous release. .ci/workflows.sh runs them all through a real ComfyUI server."""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-import comfy_workflow as cw
+from pack_nodes import node_classes
+from plumbing import REPO
 
-WORKFLOWS = sorted((Path(__file__).resolve().parents[2] / "workflows").glob("*.json"))
-
-
-@pytest.fixture()
-def env(comfy_env):
-    """The stand-in ComfyUI with tiny models and the workflows' input files (a photo, 3 animated frames)."""
-    fp = comfy_env.folder_paths
-    inputs = Path(fp.get_input_directory())
-    inputs.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    Image.fromarray((rng.random((60, 80, 3)) * 255).astype("uint8")).save(inputs / "ppd_example.png")
-    frames = [Image.fromarray((rng.random((48, 64, 3)) * 255).astype("uint8")) for _ in range(3)]
-    frames[0].save(inputs / "ppd_frames.webp", save_all=True, append_images=frames[1:], lossless=True)
-    return fp
-
-
-def defs(pack):
-    return {**cw.load_core_node_defs(),
-            **cw.node_defs_from_classes(pack.NODE_CLASS_MAPPINGS, pack.NODE_DISPLAY_NAME_MAPPINGS)}
+WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
+PREVIOUS = sorted((REPO / "tests" / "support" / "data" / "previous_release").glob("*.json"))
 
 
 def test_expected_workflows_ship_with_thumbnails():
@@ -53,17 +36,6 @@ def test_only_workflows_folder_is_a_template_folder():
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
-def test_workflow_wiring(pack, path):
-    workflow = json.loads(path.read_text())
-    assert workflow.get("version") == 0.4 and "definitions" not in workflow        # no subgraphs
-    assert cw.check_wiring(workflow, defs(pack)) == []
-    prompt = cw.ui_to_api(workflow, defs(pack))
-    assert any(e["class_type"].startswith("PPD_") for e in prompt.values())
-    third_party = {e["class_type"] for e in prompt.values()} - set(defs(pack))
-    assert not third_party, f"nodes from other packs: {third_party}"
-
-
-@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_workflow_is_fresh_install_friendly(path):
     """Fixed seeds (a colour-map tweak must not re-run the sampler), and no download metadata the
     frontend refuses: its Missing Models dialog only accepts .safetensors/.sft URLs."""
@@ -74,168 +46,102 @@ def test_workflow_is_fresh_install_friendly(path):
             assert model["url"].endswith((".safetensors", ".sft")), f"{path.name}: {model['name']}"
 
 
-def run(pack, name, env):
-    workflow = json.loads((Path(__file__).resolve().parents[2] / "workflows" / f"{name}.json").read_text())
-    prompt = cw.ui_to_api(workflow, defs(pack))
-    result = cw.run_api_prompt(prompt, pack.NODE_CLASS_MAPPINGS, cw.image_loader(env.get_input_directory()),
-                               skip_core=True)
-    return prompt, result
+WIDGETS = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 
-def by_type(prompt, kind):
-    return [i for i, e in prompt.items() if e["class_type"] == kind]
+def ppd_specs(pack) -> dict[str, dict]:
+    """{node id: {"widgets": [names], "inputs": {name: type}, "outputs": [types]}} from the real V1 info."""
+    specs = {}
+    for node_id, ref in node_classes(pack).items():
+        widgets, sockets = [], {}
+        for section in ("required", "optional"):
+            for name, (kind, *_) in ref.info["input"].get(section, {}).items():
+                kind = "COMBO" if isinstance(kind, list) else kind
+                if kind in WIDGETS:
+                    widgets.append(name)
+                else:
+                    sockets[name] = kind
+        specs[node_id] = {"widgets": widgets, "inputs": sockets, "outputs": list(ref.info["output"])}
+    return specs
 
 
-def test_basic_workflow_runs(pack, env):
-    prompt, result = run(pack, "ppd_depth_basic", env)
-    sampler, = by_type(prompt, "PPD_DepthSampler")
-    depth, image = result.outputs[sampler]
-    assert depth["depth"].shape == (1, 1, 768, 1024) and image.shape == (1, 60, 80, 3)   # 1024x768 area
-    render, = by_type(prompt, "PPD_DepthRender")
-    assert result.outputs[render][0].shape == (1, 60, 80, 3)
-    save, = by_type(prompt, "PPD_SaveDepth")
-    assert result.ui[save]["images"]
-    written = sorted(p.name for p in (Path(env.get_output_directory()) / "ppd").iterdir())
-    assert written == ["depth_00001_.png", "depth_00001_1024x768.npy"]     # raw at the processing size
-    assert set(result.skipped) == set(by_type(prompt, "PreviewImage"))
+def widget_count(spec: dict) -> int:
+    """The number of widget values the frontend stores for a node: one per widget, plus the
+    control_after_generate value after a seed."""
+    return len(spec["widgets"]) + spec["widgets"].count("seed")
 
 
-def test_batch_workflow_runs_on_all_frames_with_one_range(pack, env):
-    prompt, result = run(pack, "ppd_batch_video_frames", env)
-    sampler, = by_type(prompt, "PPD_DepthSampler")
-    depth, _ = result.outputs[sampler]
-    assert depth["depth"].shape[0] == 3
-    render, = by_type(prompt, "PPD_DepthRender")
-    assert prompt[render]["inputs"]["normalization"] == "whole batch"
-    grey = result.outputs[render][1]
-    assert float(grey.min()) == 0.0 and float(grey.max()) == 1.0
-    per_frame_max = grey.flatten(1).max(1).values
-    assert (per_frame_max < 1).any() or (grey.flatten(1).min(1).values > 0).any()   # not stretched per frame
-    files = sorted(p.name for p in (Path(env.get_output_directory()) / "ppd").iterdir())
-    w, h = depth["depth"].shape[-1], depth["depth"].shape[-2]           # raw files at the processing size
-    assert [f for f in files if f.endswith(".exr")] == [f"frames_0000{i}_{w}x{h}.exr" for i in (1, 2, 3)]
+@pytest.mark.parametrize("path", WORKFLOWS + PREVIOUS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_ppd_nodes_match_the_real_definitions(pack, path):
+    """Every PPD node of the workflow (shipped, or saved by the previous release) has the node's widgets and
+    sockets: the same ids, input names and types keep saved workflows loading."""
+    workflow = json.loads(path.read_text())
+    specs = ppd_specs(pack)
+    links = {link[0]: link for link in workflow["links"]}
+    checked = 0
+    for node in workflow["nodes"]:
+        if not node["type"].startswith("PPD_"):
+            continue
+        spec = specs[node["type"]]
+        assert len(node.get("widgets_values") or []) == widget_count(spec), (path.name, node["type"])
+        for slot in node.get("inputs", []):
+            if slot.get("link") is None or slot.get("widget"):
+                continue
+            assert slot["name"] in spec["inputs"], (node["type"], slot["name"])
+            assert links[slot["link"]][5] in (spec["inputs"][slot["name"]], "*"), (node["type"], slot["name"])
+            checked += 1
+        for i, slot in enumerate(node.get("outputs", [])):
+            assert slot["type"] == spec["outputs"][i], (node["type"], slot["name"])
+    assert checked
 
 
-def test_controlnet_workflow_feeds_near_white_depth_to_core_controlnet(pack, env):
-    prompt, result = run(pack, "ppd_controlnet_depth", env)
-    apply, = by_type(prompt, "ControlNetApplyAdvanced")
-    sampler, = by_type(prompt, "PPD_DepthSampler")
-    assert prompt[apply]["inputs"]["image"] == [sampler, 1]                   # the depth_image output
-    assert sampler in result.outputs and apply in result.skipped              # PPD ran; core only wired
-    loader, = by_type(prompt, "ControlNetLoader")
-    assert "depth" in prompt[loader]["inputs"]["control_net_name"]
+def test_previous_release_workflow_is_the_one_it_shipped():
+    """tests/support/data/previous_release holds the metric workflow as release d3c10a4 saved it (V1 nodes)."""
+    assert [p.name for p in PREVIOUS] == ["ppd_metric_point_cloud.json"]
+    nodes = json.loads(PREVIOUS[0].read_text())["nodes"]
+    assert {"PPD_LoadGeometryModel", "PPD_MoGe2Geometry", "PPD_DepthToPointCloud"} <= {n["type"] for n in nodes}
 
 
-def run_with_overrides(pack, name, env, **values):
-    """Run a workflow after changing widget values of PPD nodes (tiny random models give depth far outside
-    the real model's ~[0, 1], so the point-cloud range is widened to keep every point in front of the camera)."""
-    workflow = json.loads((Path(__file__).resolve().parents[2] / "workflows" / f"{name}.json").read_text())
-    prompt = cw.ui_to_api(workflow, defs(pack))
-    for entry in prompt.values():
-        for key, value in values.items():
-            if key in entry["inputs"] and entry["class_type"].startswith("PPD_"):
-                entry["inputs"][key] = value
-    return prompt, cw.run_api_prompt(prompt, pack.NODE_CLASS_MAPPINGS, cw.image_loader(env.get_input_directory()),
-                                     skip_core=True)
+# After a run a node is taller than saved: the text a PPD node shows (core's progress text) and image
+# previews are drawn inside it. These allowances (px) are generous; the test asks for clear space around each.
+TITLE = 30
+TEXT_ROOM = 120
+PREVIEW_ROOM = 220
+SHOWS_TEXT = {"PPD_LoadModel", "PPD_DepthSampler", "PPD_SaveDepth", "PPD_DepthToPointCloud", "PPD_SavePointCloud",
+              "PPD_EdgeMetricPreview", "PPD_MoGe2Geometry", "PPD_VideoDepth", "PPD_FlickerMetric"}
+SHOWS_IMAGES = {"PPD_SaveDepth", "PPD_EdgeMetricPreview", "PPD_SavePointCloud"}
+GAP = 20
 
 
-def test_point_cloud_workflow_saves_files_for_preview3d(pack, env):
-    prompt, result = run_with_overrides(pack, "ppd_point_cloud", env, near=5.0, far=6.0)
-    save, = by_type(prompt, "PPD_SavePointCloud")
-    glb, ply, _ = result.outputs[save]
-    preview, = by_type(prompt, "Preview3D")
-    assert prompt[preview]["inputs"]["model_file"] == [save, 0]               # the GLB path goes to Preview 3D
-    out = Path(env.get_output_directory())
-    assert glb.endswith(".glb") and (out / glb).is_file() and (out / ply).is_file()
-    header = (out / ply).read_bytes()[:200].decode("ascii", "replace")
-    assert "element vertex 786432" in header                                 # 1024 x 768: the native grid
+def boxes_after_run(workflow: dict) -> list[tuple[str, float, float, float, float]]:
+    """(label, left, top, right, bottom) of every node including its title bar, grown as after a run."""
+    out = []
+    for node in workflow["nodes"]:
+        x, y = node["pos"]
+        w, h = node["size"]
+        h += TEXT_ROOM if node["type"] in SHOWS_TEXT else 0
+        h += PREVIEW_ROOM if node["type"] in SHOWS_IMAGES else 0
+        out.append((f"{node['id']} {node['type']}", x, y - TITLE, x + w, y + h))
+    return out
 
 
-def test_metric_point_cloud_workflow_uses_moge2_scale_and_camera(pack, env):
-    prompt, result = run(pack, "ppd_metric_point_cloud", env)
-    geometry, = by_type(prompt, "PPD_MoGe2Geometry")
-    to_points, = by_type(prompt, "PPD_DepthToPointCloud")
-    assert prompt[to_points]["inputs"]["geometry"] == [geometry, 0]
-    packet, normal_map, *_ = result.outputs[geometry]
-    assert packet["depth"].shape == (1, 60, 80) and normal_map.shape == (1, 60, 80, 3)
-    assert [i for i in by_type(prompt, "PreviewImage") if prompt[i]["inputs"]["images"] == [geometry, 1]]
-    frame = result.outputs[to_points][0]["frames"][0]
-    assert frame["depth"].shape == (768, 1024)                                # the PPD grid, in metres
-    ref = packet["depth"][0][packet["mask"][0]]
-    assert float(frame["depth"].max()) <= float(ref.max()) + 1e-3             # clipped to MoGe-2's range
-    save, = by_type(prompt, "PPD_SavePointCloud")
-    glb, ply, _ = result.outputs[save]
-    assert prompt[by_type(prompt, "Preview3D")[0]]["inputs"]["model_file"] == [save, 0]
-    out = Path(env.get_output_directory())
-    assert (out / glb).is_file() and (out / ply).is_file()
+def overlaps(workflow: dict) -> list[str]:
+    boxes = boxes_after_run(workflow)
+    found = []
+    for i, (a, l1, t1, r1, b1) in enumerate(boxes):
+        for b, l2, t2, r2, b2 in boxes[i + 1:]:
+            if not (l1 >= r2 + GAP or l2 >= r1 + GAP or t1 >= b2 + GAP or t2 >= b1 + GAP):
+                found.append(f"{a} / {b}")
+    return found
 
 
-def test_edge_metric_workflow_reports_numbers(pack, env):
-    prompt, result = run_with_overrides(pack, "ppd_edge_metric", env, near=5.0, far=6.0)
-    metric, = by_type(prompt, "PPD_EdgeMetricPreview")
-    heatmap, edge_ratio, image_ratio, count, chamfer, *_, summary = result.outputs[metric]
-    assert heatmap.shape[-1] == 3 and 0 <= edge_ratio <= 1 and 0 <= image_ratio <= 1
-    assert chamfer != chamfer                                                 # NaN without ground truth
-    assert isinstance(summary, str) and summary
-    preview_any, = by_type(prompt, "PreviewAny")
-    assert prompt[preview_any]["inputs"]["source"] == [metric, 7]
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
+def test_no_node_covers_another_after_a_run(path):
+    assert overlaps(json.loads(path.read_text())) == [], f"{path.name}: nodes closer than {GAP} px after a run"
 
 
-def video_stand_ins(input_dir: Path) -> dict:
-    """Core LoadVideo and GetVideoComponents for the executor: the file decoded with PyAV, its frames as an
-    IMAGE batch (N,H,W,3) in [0,1] and its frame rate, as the real nodes give them."""
-    from comfyui_ppd.io.video import read_video
-
-    class LoadVideo:
-        FUNCTION, RETURN_TYPES = "load", ("VIDEO",)
-
-        @classmethod
-        def INPUT_TYPES(cls):
-            return {"required": {"file": (sorted(p.name for p in input_dir.iterdir()),)}}
-
-        def load(self, file):
-            return (read_video(input_dir / file),)
-
-    class GetVideoComponents:
-        FUNCTION, RETURN_TYPES = "split", ("IMAGE", "AUDIO", "FLOAT")
-
-        @classmethod
-        def INPUT_TYPES(cls):
-            return {"required": {"video": ("VIDEO",)}}
-
-        def split(self, video):
-            return (video.rgb.float() / 255, None, video.fps)
-
-    return {"LoadVideo": LoadVideo, "GetVideoComponents": GetVideoComponents}
-
-
-def test_video_workflow_runs_the_video_model_on_the_clip(pack, env):
-    """The shipped clip (24 frames, 256x192) through the video nodes; the processing size is lowered to 64x64
-    for speed (tiny random models; the real-ComfyUI harness runs the workflow as shipped)."""
-    pytest.importorskip("av", reason="the video workflow test decodes example_inputs/ppd_clip.mp4 with PyAV")
-    import shutil
-
-    from tiny_ppvd import write_tiny_ppvd
-    inputs = Path(env.get_input_directory())
-    shutil.copy(Path(__file__).resolve().parents[2] / "example_inputs" / "ppd_clip.mp4", inputs / "ppd_clip.mp4")
-    write_tiny_ppvd(Path(env.get_folder_paths("ppd")[-1]))
-    workflow = json.loads((Path(__file__).resolve().parents[2] / "workflows" / "ppd_video_depth.json").read_text())
-    prompt = cw.ui_to_api(workflow, defs(pack))
-    video, = by_type(prompt, "PPD_VideoDepth")
-    assert (prompt[video]["inputs"]["process_width"], prompt[video]["inputs"]["process_height"]) == (512, 512)
-    prompt[video]["inputs"].update(process_width=64, process_height=64)
-    result = cw.run_api_prompt(prompt, {**pack.NODE_CLASS_MAPPINGS, **video_stand_ins(inputs)}, skip_core=True)
-    packet, depth_image, summary, per_frame = result.outputs[video]
-    assert packet["depth"].shape == (24, 1, 192, 256) and depth_image.shape == (24, 192, 256, 3)
-    assert "24 frames 256x192, 2 window(s)" in summary and len(per_frame.splitlines()) == 25
-    render, = by_type(prompt, "PPD_DepthRender")
-    assert (prompt[render]["inputs"]["mode"], prompt[render]["inputs"]["normalization"]) == ("controlnet",
-                                                                                          "whole batch")
-    assert result.outputs[render][0].shape == (24, 192, 256, 3)
-    components, = by_type(prompt, "GetVideoComponents")
-    for create in by_type(prompt, "CreateVideo"):                             # the clip's own frame rate
-        assert prompt[create]["inputs"]["fps"] == [components, 2]
-    stitch, = by_type(prompt, "ImageStitch")
-    assert prompt[stitch]["inputs"]["image1"] == [components, 0] and prompt[stitch]["inputs"]["image2"] == [render, 0]
-    assert set(result.skipped) == set(by_type(prompt, "CreateVideo") + by_type(prompt, "SaveVideo")
-                                      + [stitch] + by_type(prompt, "PreviewAny"))
+def test_overlap_check_sees_an_overlap():
+    workflow = {"nodes": [{"id": 1, "type": "PPD_DepthRender", "pos": [0, 0], "size": [300, 170]},
+                          {"id": 2, "type": "CreateVideo", "pos": [310, 0], "size": [300, 100]},
+                          {"id": 3, "type": "PPD_SaveDepth", "pos": [0, 250], "size": [300, 300]}]}
+    assert overlaps(workflow) == ["1 PPD_DepthRender / 2 CreateVideo"]

@@ -1,7 +1,8 @@
 """Test plumbing shared by conftest.py, the tests and their subprocesses: the repository, the golden fixtures,
-and ComfyUI's modules (real or the fakes in tests/support/fakes) made importable before the pack loads."""
+and the real ComfyUI's modules made importable before the pack loads."""
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import sys
@@ -18,8 +19,9 @@ os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="ppd-tests-cache-")
 
 
 def _install_comfyui() -> bool:
-    """Make `folder_paths` and `comfy.*` importable for the nodes: a real ComfyUI checkout named by $COMFY_DIR
-    (or already importable), else the fakes in tests/support/fakes. Returns True for a real ComfyUI."""
+    """Make the real `folder_paths`, `comfy.*`, `comfy_api` and `server` importable for the node tests: a ComfyUI
+    checkout named by $COMFY_DIR (`bash ../shared/comfyui/setup.sh DEST` makes one; run pytest with DEST/venv's
+    python), or one already importable. Returns False when there is none (node tests skip, or fail under CI)."""
     if os.environ.get("COMFY_DIR"):
         sys.path.insert(0, os.path.abspath(os.environ["COMFY_DIR"]))
     try:
@@ -28,12 +30,15 @@ def _install_comfyui() -> bool:
         if not torch.cuda.is_available():          # what `python main.py --cpu` sets on a machine without CUDA
             comfy.cli_args.args.cpu = True
         import comfy.model_management  # noqa: F401
+        import comfy_api.latest  # noqa: F401
         import folder_paths  # noqa: F401
+        importlib.import_module("utils.extra_config")  # ComfyUI's utils package first, as main.py binds it
+        import server  # noqa: F401  (now, while the checkout leads sys.path: the pack's nodes/ must not shadow nodes.py)
         return True
-    except ImportError:
-        for name in [m for m in sys.modules if m == "comfy" or m.startswith("comfy.") or m == "folder_paths"]:
-            del sys.modules[name]                      # a half-imported real ComfyUI must not shadow the fakes
-        sys.path.insert(0, str(Path(__file__).resolve().parent / "fakes"))
+    except ImportError as e:
+        print(f"PPD tests: no real ComfyUI ({e})", file=sys.stderr)
+        for name in [m for m in sys.modules if m.split(".")[0] in ("comfy", "comfy_api", "folder_paths", "server")]:
+            del sys.modules[name]
         return False
 
 
@@ -41,6 +46,17 @@ REAL_COMFY = _install_comfyui()
 if REAL_COMFY:  # the pack copies its examples into the input folder at import: never into the checkout's own
     import folder_paths as _fp
     _fp.set_input_directory(tempfile.mkdtemp(prefix="ppd_test_input_"))
+
+
+def require_comfyui() -> None:
+    """Skip (fail under CI=true) a test that needs a real ComfyUI when none is importable."""
+    if REAL_COMFY:
+        return
+    msg = ("no real ComfyUI: set COMFY_DIR to a checkout (`bash ../shared/comfyui/setup.sh DEST` makes one) and run "
+           "pytest with its venv's python (DEST/venv/bin/python)")
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(msg + "; under CI=true the node tests are required")
+    pytest.skip(msg)
 
 
 def fixture_path(name: str) -> Path:
@@ -85,7 +101,8 @@ def tensor_loader(folder: Path):
 
 
 def load_pack():
-    """Import the repository root as ComfyUI does for custom_nodes/<pack>/__init__.py."""
+    """Import the repository root as ComfyUI does for custom_nodes/<pack>/__init__.py (needs a real ComfyUI)."""
+    require_comfyui()
     name = "comfyui_ppd_pack"
     if name in sys.modules:
         return sys.modules[name]

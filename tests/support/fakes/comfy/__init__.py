@@ -1,1 +1,0 @@
-"""Fake of the parts of ComfyUI's `comfy` package the nodes use (installed by tests/support/plumbing.py)."""
