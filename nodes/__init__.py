@@ -12,8 +12,8 @@ from .metrics import PPD_EdgeMetricPreview
 from .model import PPD_LoadModel
 from .pointcloud import PPD_DepthToPointCloud, PPD_SavePointCloud
 from .render import PPD_DepthRender, PPD_SaveDepth
-from .video import PPD_FlickerMetric, PPD_LoadVideoModel, PPD_VideoDepth
 from .tiled import PPD_TiledDepth
+from .video import PPD_FlickerMetric, PPD_LoadVideoModel, PPD_VideoDepth
 
 # Node ids never change (saved workflows refer to them); titles say "PPD" once.
 NODES: list[type[io.ComfyNode]] = [
