@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from . import catalogue, download, imaging, registry, runtime
+from . import catalogue, download, imaging, registry, runtime, tiling
 from .batch.inputs import Item
 from .batch.ppd import PPDProcessor, PredictOptions
 from .batch.runner import Summary
@@ -32,6 +32,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for name in ("batch_size", "workers", "ray_workers"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    if args.tiles:
+        tiling.check_tiling(args.tile_size, args.overlap)
     if args.metric and not args.pointcloud:
         raise InputError("--metric makes the point cloud metric: add --pointcloud (or drop --metric).")
     use_ray = bool(args.ray or args.ray_address)
@@ -185,7 +187,17 @@ def predict_options(args: argparse.Namespace) -> PredictOptions:
     return PredictOptions(out=Path(args.out), steps=args.steps, seed=args.seed, area=args.area,
                           precision=args.precision, batch_size=args.batch_size, overwrite=args.overwrite,
                           pointcloud=args.pointcloud, normals=args.normals, fov=args.fov, near=args.near,
-                          far=args.far, outlier_filter=args.outlier_filter)
+                          far=args.far, outlier_filter=args.outlier_filter, tiles=args.tiles,
+                          tile_size=args.tile_size, overlap=args.overlap)
+
+
+def tile_size(text: str) -> tuple[int, int]:
+    """'WIDTHxHEIGHT' -> (height, width) for --tile-size."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 1024x768, got {text!r}") from None
+    return h, w
 
 
 def video_size(text: str) -> tuple[int, int]:
@@ -324,6 +336,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--area", type=int, default=imaging.DEFAULT_AREA,
                    help="processing area in pixels (default 1024*768, PPD's training area)")
+    p.add_argument("--tiles", action="store_true",
+                   help="full-resolution depth: the whole image for the layout plus overlapping tiles for the "
+                        "detail (docs/tiled-depth.md); costs one PPD pass per tile more")
+    p.add_argument("--tile-size", default=(768, 1024), type=tile_size,
+                   help="with --tiles: WIDTHxHEIGHT of a tile in input pixels (default 1024x768, PPD's training size)")
+    p.add_argument("--overlap", type=float, default=0.25,
+                   help="with --tiles: fraction of a tile shared with each neighbour, 0 to 0.5 (default 0.25)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     p.add_argument("--precision", default="auto", choices=runtime.CHOICES,
                    help="auto (CUDA: fp32 weights + bf16 autocast; else fp32), fp32, fp16, bf16 (README table)")

@@ -12,13 +12,14 @@ from .metrics import PPD_EdgeMetricPreview
 from .model import PPD_LoadModel
 from .pointcloud import PPD_DepthToPointCloud, PPD_SavePointCloud
 from .render import PPD_DepthRender, PPD_SaveDepth
+from .tiled import PPD_TiledDepth
 from .video import PPD_FlickerMetric, PPD_LoadVideoModel, PPD_VideoDepth
 
 # Node ids never change (saved workflows refer to them); titles say "PPD" once.
 NODES: list[type[io.ComfyNode]] = [
     PPD_LoadModel, PPD_SemanticEncoder, PPD_DepthSampler, PPD_DepthRender, PPD_SaveDepth, PPD_DepthToPointCloud,
     PPD_SavePointCloud, PPD_EdgeMetricPreview, PPD_LoadGeometryModel, PPD_MoGe2Geometry, PPD_LoadVideoModel,
-    PPD_VideoDepth, PPD_FlickerMetric,
+    PPD_VideoDepth, PPD_FlickerMetric, PPD_TiledDepth,
 ]
 
 register_model_folder()      # start-up chores, at import as every core since 0.3.64 imports the pack once

@@ -54,6 +54,9 @@ class PredictOptions:
     near: float = 1.0                    # point cloud: metres at PPD's near end (not with --metric)
     far: float = 10.0                    # point cloud: metres at PPD's far end (not with --metric)
     outlier_filter: str = "window"       # metric point cloud: window, exact or off
+    tiles: bool = False                  # full-resolution depth by tiles (ppd_steps.predict_depth_tiled)
+    tile_size: tuple[int, int] = (768, 1024)   # with tiles: (height, width) of a tile in input pixels
+    overlap: float = 0.25                # with tiles: fraction of a tile shared with each neighbour
 
 
 class PPDProcessor:
@@ -154,8 +157,9 @@ class PPDProcessor:
     def load(self, item: Item) -> Iterator[tuple[int, Hashable, Any]]:
         frames = [load_image(item.path)] if item.kind == "image" else (f[None] for f in read_video(item.path))
         keep = self.geo_path is not None                    # MoGe-2 and the metric cloud use the input image
+        tiles = self.options.tiles
         for tag, image in enumerate(frames):
-            x = resize(image, self.options.area)
+            x = validate_image(image, imaging.DEFAULT_MULTIPLE) if tiles else resize(image, self.options.area)
             payload = {"image": x, "input_size": (image.shape[-2], image.shape[-1])}
             if keep:
                 payload["original"] = image
@@ -165,11 +169,17 @@ class PPDProcessor:
         """Depth (1,h,w) per payload (with --metric/--normals: (depth, MoGe-2 outputs))."""
         pipe = self.pipe
         x = torch.cat([p["image"] for p in payloads])                       # (B,3,h,w), one size
-        chunk = self.options.batch_size or pipe.max_batch(*x.shape[-2:])
-        semantics = torch.cat([pipe.encode(x[i:i + chunk]) for i in range(0, len(x), chunk)])
-        result = pipe.predict(Prepared(x, semantics, (x.shape[-2], x.shape[-1])), steps=self.options.steps,
-                              seed=self.options.seed, batch_size=chunk)
-        depths = [result.depth[i] for i in range(len(payloads))]
+        if self.options.tiles:                                               # full size: (1,H,W) per image
+            depths = [ppd_steps.predict_depth_tiled(pipe, x[i:i + 1], tile_size=self.options.tile_size,
+                                                    overlap=self.options.overlap, steps=self.options.steps,
+                                                    seed=self.options.seed, area=self.options.area)[0]
+                      for i in range(len(payloads))]
+        else:
+            chunk = self.options.batch_size or pipe.max_batch(*x.shape[-2:])
+            semantics = torch.cat([pipe.encode(x[i:i + chunk]) for i in range(0, len(x), chunk)])
+            result = pipe.predict(Prepared(x, semantics, (x.shape[-2], x.shape[-1])), steps=self.options.steps,
+                                  seed=self.options.seed, batch_size=chunk)
+            depths = [result.depth[i] for i in range(len(payloads))]
         model = self.geometry
         if model is None:
             return depths
@@ -201,7 +211,7 @@ class PPDProcessor:
         at_input: dict[str, str | os.PathLike] = {k: paths[k] for k in ("png16", "color") if k not in keep}
         if at_input:
             outputs.save_depth(depth, at_input, size=payload["input_size"], overwrite=overwrite)
-        if "npy" not in keep:                         # raw depth at the processing size
+        if "npy" not in keep:                         # raw depth at the processing size (--tiles: input size)
             outputs.save_depth(depth, {"npy": paths["npy"]}, overwrite=overwrite)
         if cloud is not None:
             write_ply(paths["ply"], cloud, overwrite=overwrite)

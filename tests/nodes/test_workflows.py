@@ -108,7 +108,8 @@ TITLE = 30
 TEXT_ROOM = 120
 PREVIEW_ROOM = 220
 SHOWS_TEXT = {"PPD_LoadModel", "PPD_DepthSampler", "PPD_SaveDepth", "PPD_DepthToPointCloud", "PPD_SavePointCloud",
-              "PPD_EdgeMetricPreview", "PPD_MoGe2Geometry", "PPD_VideoDepth", "PPD_FlickerMetric"}
+              "PPD_EdgeMetricPreview", "PPD_MoGe2Geometry", "PPD_VideoDepth", "PPD_FlickerMetric",
+              "PPD_TiledDepth"}
 SHOWS_IMAGES = {"PPD_SaveDepth", "PPD_EdgeMetricPreview", "PPD_SavePointCloud"}
 GAP = 20
 
