@@ -13,6 +13,7 @@ from .batch.ppd import PPDProcessor, PredictOptions
 from .batch.runner import Summary
 from .checkpoints import load_strict
 from .errors import CheckpointError, InputError, PPDError, error_message
+from .families.ppvd import clip as video_clip
 from .families.ppvd import steps as video_steps
 from .family import Family
 from .io.files import atomic_write, check_writable
@@ -223,14 +224,15 @@ def video_outputs(args: argparse.Namespace, out_dir: Path, stem: str) -> list[Pa
 def predict_videos(args: argparse.Namespace, items: list[Item], dit_path: Path, enc_path: Path) -> Summary:
     """Video files through the video model on this machine, one by one (also under --ray): PNG16 sequence,
     preview, .npz mirrored under --out. A video whose outputs all exist is skipped; a partial set is refused
-    (pass --overwrite), as predict_video_file never replaces files."""
+    (pass --overwrite), as predict_video_file never replaces files; an unfinished clip resumes at its last window."""
     import time
 
     start = time.perf_counter()
     summary = Summary(total=len(items))
     out = Path(args.out)
     todo = [it for it in items if args.overwrite
-            or not all(p.is_file() for p in video_outputs(args, out / it.stem.parent, it.stem.name))]
+            or not all(p.is_file() for p in video_outputs(args, out / it.stem.parent, it.stem.name))
+            or video_clip.working_paths(out / it.stem.parent, it.stem.name)["state"].exists()]
     summary.skipped = len(items) - len(todo)
     if not todo:
         return summary
@@ -239,7 +241,7 @@ def predict_videos(args: argparse.Namespace, items: list[Item], dit_path: Path, 
                                            device=device, process_size=args.process_size)
     for n, item in enumerate(todo, 1):
         try:
-            done = video_steps.predict_video_file(
+            done = video_clip.predict_video_file(
                 pipe, item.path, out / item.stem.parent, stem=item.stem.name, steps=args.steps, seed=args.seed,
                 overwrite=args.overwrite, flicker=args.flicker,
                 progress=ConsoleProgress(f"[{n}/{len(todo)}] {item.path.name}", args.progress),
