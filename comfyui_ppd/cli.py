@@ -202,14 +202,15 @@ def tile_size(text: str) -> tuple[int, int]:
 
 
 def video_size(text: str) -> tuple[int, int]:
-    """'WIDTHxHEIGHT' -> (height, width), multiples of 32 (the released model's; the pipeline checks the model's)."""
+    """'WIDTHxHEIGHT' -> (height, width), multiples of 16 from 32 (the released model's; the pipeline checks the
+    model's)."""
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must look like 512x512 (width x height), got {text!r}") from None
-    if w < 32 or h < 32 or w % 32 or h % 32:      # at parse time: not after the images of the run are done
-        raise argparse.ArgumentTypeError(f"width and height must be multiples of 32, got {text!r} (width x height); "
-                                         "512x512 is the trained size")
+    if w < 32 or h < 32 or w % 16 or h % 16:      # at parse time: not after the images of the run are done
+        raise argparse.ArgumentTypeError(f"width and height must be multiples of 16 from 32, got {text!r} (width x "
+                                         "height); 512x512 is the trained size")
     return h, w
 
 
@@ -328,8 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", help="semantic encoder checkpoint; default depth_anything_v2_vitl.pth, for the video "
                                      "model pi3.safetensors")
     p.add_argument("--process-size", default=(512, 512), type=video_size,
-                   help="video model: WIDTHxHEIGHT processing size, multiples of 32 (default 512x512, the trained "
-                        "size)")
+                   help="video model: WIDTHxHEIGHT processing size, multiples of 16 from 32 (default 512x512, the "
+                        "trained size)")
     p.add_argument("--flicker", action="store_true",
                    help="video model: print the flicker summary and write <name>_flicker.json/.txt")
     p.add_argument("--models-dir", help="folder searched first for model files")

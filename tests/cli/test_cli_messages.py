@@ -141,7 +141,7 @@ def test_process_size_is_checked_when_parsed_in_width_x_height(capsys):
     with pytest.raises(SystemExit) as stop:
         main(["predict", "x.mp4", "--out", "o", "--process-size", "512x300"])
     err = capsys.readouterr().err
-    assert stop.value.code == 2 and "'512x300' (width x height)" in err and "multiples of 32" in err
+    assert stop.value.code == 2 and "'512x300' (width x height)" in err and "multiples of 16 from 32" in err
 
 
 def test_flicker_without_the_video_model_says_it_was_not_computed(models, tmp_path, capsys, monkeypatch):
