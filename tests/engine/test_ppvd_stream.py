@@ -88,3 +88,21 @@ def test_progress_counts_windows_from_the_first(pipe):
 def test_resume_without_keyframes_is_refused(pipe):
     with pytest.raises(ValueError, match="keyframes"):
         list(stream_depth(pipe, iter(clip(5)), noise(), 1, carry=Carry(window=1, written=16)))
+
+
+@pytest.mark.parametrize("steps", [2, 4])
+def test_stream_matches_the_official_pipeline_fixture(ppvd_fixtures, steps):
+    """The official infer_video's depth (fixtures/ppvd pipeline_tiny: 30 frames of 48x80 at 64x64, 3 windows),
+    streamed from the fixture's uint8 frames, at test_ppvd_parity's tolerance."""
+    from plumbing import tensor_loader
+    f = tensor_loader(ppvd_fixtures)("pipeline_tiny")
+
+    def rel_err(a, b):          # tests/parity/test_ppvd_parity.py's measure and REL_TOL (the float32 normal equations)
+        return (a.double() - b.double()).abs().max().item() / b.double().abs().max().item()
+    pipe = VideoDepthPipeline(load_video_dit(ppvd_fixtures / "dit_video_tiny_weights.safetensors"),
+                              load_pi3(ppvd_fixtures / "pi3_tiny_weights.safetensors", num_heads=4),
+                              process_size=(64, 64))
+    windows = list(stream_depth(pipe, iter(f["frames_u8"].numpy()), f["noise"], steps))
+    depth = torch.cat([w.depth for w in windows])
+    assert depth.shape == (30, 48, 80) and rel_err(depth, f[f"s{steps}.depth"]) < 1e-5
+    assert rel_err(torch.tensor(windows[-1].carry.scale_shift), f[f"s{steps}.scale_shift"]) < 1e-5
