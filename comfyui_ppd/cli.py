@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -59,7 +60,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if frame_items:
         summary = predict_images(args, frame_items, use_ray)
     if video_items and video_model is not None:
-        summary.add(predict_videos(args, video_items, *video_model))
+        summary.add(predict_videos(args, video_items, *video_model, use_ray))
     if video_model is not None:
         summary.notes.append(f"videos: the video model ({video_model[0].name} + {video_model[1].name})")
     elif videos:
@@ -222,10 +223,12 @@ def video_outputs(args: argparse.Namespace, out_dir: Path, stem: str) -> list[Pa
     return [Path(str(paths["preview"])), Path(str(paths["npz"])), *extra]
 
 
-def predict_videos(args: argparse.Namespace, items: list[Item], dit_path: Path, enc_path: Path) -> Summary:
-    """Video files through the video model on this machine, one by one (also under --ray): PNG16 sequence,
-    preview, .npz mirrored under --out. A video whose outputs all exist is skipped; a partial set is refused
-    (pass --overwrite), as predict_video_file never replaces files; an unfinished clip resumes at its last window."""
+def predict_videos(args: argparse.Namespace, items: list[Item], dit_path: Path, enc_path: Path,
+                   use_ray: bool = False) -> Summary:
+    """Video files through the video model, each streamed (one window in memory): PNG16 sequence, preview, .npz
+    mirrored under --out; one by one here, or one Ray task per video with --ray. A video whose outputs all exist
+    is skipped; a partial set is refused (pass --overwrite), as predict_video_file never replaces files; an
+    unfinished clip resumes at its last window."""
     import time
 
     start = time.perf_counter()
@@ -237,18 +240,31 @@ def predict_videos(args: argparse.Namespace, items: list[Item], dit_path: Path, 
     summary.skipped = len(items) - len(todo)
     if not todo:
         return summary
-    device = runtime.pick_device(args.device)
-    pipe = video_steps.load_video_pipeline(dit_path, enc_path, runtime.precision(args.precision, device),
-                                           device=device, process_size=args.process_size)
-    for n, item in enumerate(todo, 1):
-        try:
-            done = video_clip.predict_video_file(
-                pipe, item.path, out / item.stem.parent, stem=item.stem.name, steps=args.steps, seed=args.seed,
-                overwrite=args.overwrite, flicker=args.flicker,
-                progress=ConsoleProgress(f"[{n}/{len(todo)}] {item.path.name}", args.progress),
-                warn=lambda text: print(f"warning: {text}", file=sys.stderr))
-        except Exception as e:                    # noqa: BLE001 - a bad video fails its item, the run goes on
-            summary.failed[str(item.path)] = error_message(e)
+    options = {"steps": args.steps, "seed": args.seed, "overwrite": args.overwrite, "flicker": args.flicker}
+    if use_ray:
+        from .batch import videos
+        model = {"dit": str(dit_path), "encoder": str(enc_path), "precision": args.precision,
+                 "process_size": args.process_size}
+        results = videos.run_videos(todo, out, model, options, address=args.ray_address, workers=args.ray_workers,
+                                    gpu=args.device == "auto" or args.device.startswith("cuda"))
+    else:
+        device = runtime.pick_device(args.device)
+        pipe = video_steps.load_video_pipeline(dit_path, enc_path, runtime.precision(args.precision, device),
+                                               device=device, process_size=args.process_size)
+
+        def local() -> Iterator[tuple[Item, dict]]:
+            for n, item in enumerate(todo, 1):
+                try:
+                    yield item, video_clip.predict_video_file(
+                        pipe, item.path, out / item.stem.parent, stem=item.stem.name, **options,
+                        progress=ConsoleProgress(f"[{n}/{len(todo)}] {item.path.name}", args.progress),
+                        warn=lambda text: print(f"warning: {text}", file=sys.stderr))
+                except Exception as e:            # noqa: BLE001 - a bad video fails its item, the run goes on
+                    yield item, {"error": error_message(e)}
+        results = local()
+    for item, done in results:
+        if "error" in done:
+            summary.failed[str(item.path)] = done["error"]
             continue
         summary.done += 1
         summary.samples += done["frames"]
@@ -353,8 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(without it, inputs whose outputs all exist are skipped and existing files are kept)")
     p.add_argument("--batch-size", type=int, default=4, help="images of one processing size per model call (default 4)")
     p.add_argument("--workers", type=int, default=2, help="loader threads decoding ahead of the model (default 2)")
-    p.add_argument("--ray", action="store_true", help="run the images as a Ray Data job "
-                                                     "(pip install 'comfyui-ppd[distributed]')")
+    p.add_argument("--ray", action="store_true", help="run the images as a Ray Data job and each "
+                   "video (video model) as one streaming Ray task (pip install 'comfyui-ppd[distributed]')")
     p.add_argument("--ray-address", help="join this Ray cluster (e.g. auto, or ray://head:10001); implies --ray")
     p.add_argument("--ray-workers", type=int,
                    help="model copies (default: one per GPU, else one per CPU but one, kept for decoding and writing)")

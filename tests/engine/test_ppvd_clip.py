@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from comfyui_ppd import imaging
+from comfyui_ppd import imaging, load_dit, load_semantic_encoder
 from comfyui_ppd.errors import InputError
-from comfyui_ppd.families.ppvd import VideoDepthPipeline, load_pi3, load_video_dit
+from comfyui_ppd.families.ppvd import VideoDepthPipeline
 from comfyui_ppd.families.ppvd import clip as video_clip
 from comfyui_ppd.families.ppvd.steps import predict_video
 from comfyui_ppd.io.video import DecodeError, VideoSource, read_video
@@ -28,7 +28,7 @@ class Killed(Exception):
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory):
     files = write_tiny_ppvd(tmp_path_factory.mktemp("ppvd"))
-    return VideoDepthPipeline(load_video_dit(files["ppvd"]), load_pi3(files["pi3"]), process_size=PROCESS_SIZE)
+    return VideoDepthPipeline(load_dit(files["ppvd"]), load_semantic_encoder(files["pi3"]), process_size=PROCESS_SIZE)
 
 
 @pytest.fixture(scope="module")

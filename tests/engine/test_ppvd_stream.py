@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from comfyui_ppd.families.ppvd import VideoDepthPipeline, load_pi3, load_video_dit, window_plan
+from comfyui_ppd import load_dit, load_semantic_encoder
+from comfyui_ppd.families.ppvd import VideoDepthPipeline, window_plan
 from comfyui_ppd.families.ppvd.stream import Carry, stream_depth, windows_for
 from comfyui_ppd.io.video import VideoFrames
 from tiny_ppvd import PROCESS_SIZE, write_tiny_ppvd
@@ -18,7 +19,7 @@ from tiny_ppvd import PROCESS_SIZE, write_tiny_ppvd
 @pytest.fixture(scope="module")
 def pipe(tmp_path_factory):
     files = write_tiny_ppvd(tmp_path_factory.mktemp("ppvd"))
-    return VideoDepthPipeline(load_video_dit(files["ppvd"]), load_pi3(files["pi3"]), process_size=PROCESS_SIZE)
+    return VideoDepthPipeline(load_dit(files["ppvd"]), load_semantic_encoder(files["pi3"]), process_size=PROCESS_SIZE)
 
 
 def clip(n: int, h: int = 20, w: int = 28, seed: int = 0) -> np.ndarray:
@@ -99,8 +100,8 @@ def test_stream_matches_the_official_pipeline_fixture(ppvd_fixtures, steps):
 
     def rel_err(a, b):          # tests/parity/test_ppvd_parity.py's measure and REL_TOL (the float32 normal equations)
         return (a.double() - b.double()).abs().max().item() / b.double().abs().max().item()
-    pipe = VideoDepthPipeline(load_video_dit(ppvd_fixtures / "dit_video_tiny_weights.safetensors"),
-                              load_pi3(ppvd_fixtures / "pi3_tiny_weights.safetensors", num_heads=4),
+    pipe = VideoDepthPipeline(load_dit(ppvd_fixtures / "dit_video_tiny_weights.safetensors"),
+                              load_semantic_encoder(ppvd_fixtures / "pi3_tiny_weights.safetensors", num_heads=4),
                               process_size=(64, 64))
     windows = list(stream_depth(pipe, iter(f["frames_u8"].numpy()), f["noise"], steps))
     depth = torch.cat([w.depth for w in windows])
