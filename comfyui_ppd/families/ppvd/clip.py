@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -143,9 +143,16 @@ def run_windows(pipe: VideoDepthPipeline, source: VideoSource, work: dict[str, P
     return done
 
 
-def raw_frames(raw: Path, n: int, size: tuple[int, int]) -> np.memmap:
-    """The raw depth of pass 1 as a read-only (n, H, W) float32 view; pages are read as frames are used."""
-    return np.memmap(raw, dtype=np.float32, mode="c", shape=(n, *size))
+def raw_frames(raw: Path, n: int, size: tuple[int, int]) -> Iterator[np.ndarray]:
+    """The raw depth of pass 1, frame by frame as (H, W) float32, read with plain reads (a memory map would keep
+    every page it touched resident, growing with the clip)."""
+    count = size[0] * size[1]
+    with open(raw, "rb") as f:
+        for _ in range(n):
+            frame = np.fromfile(f, dtype=np.float32, count=count)
+            if frame.size != count:
+                raise InputError(f"{raw} ends before frame {n - 1}; pass --overwrite to compute the clip again.")
+            yield frame.reshape(size)
 
 
 def write_outputs(done: Progress, work: dict[str, Path], out_dir: Path, stem: str, fps: float,
@@ -154,12 +161,11 @@ def write_outputs(done: Progress, work: dict[str, Path], out_dir: Path, stem: st
     at a time; each file atomic (replacing only files of this run)."""
     n = done.carry.written
     paths = video_output_paths(out_dir, stem, n)
-    depth = raw_frames(work["raw"], n, done.size)
     lo, hi = torch.tensor(done.lo, dtype=torch.float32), torch.tensor(done.hi, dtype=torch.float32)
     writer = VideoWriter(cast(Path, paths["preview"]), fps, overwrite=True) if preview else None
     try:
-        for i, path in enumerate(cast(list[Path], paths["png16"])):
-            grey = imaging.normalize_range(torch.from_numpy(np.array(depth[i])), lo, hi)     # far = 1
+        for path, depth in zip(cast(list[Path], paths["png16"]), raw_frames(work["raw"], n, done.size)):
+            grey = imaging.normalize_range(torch.from_numpy(depth), lo, hi)                   # far = 1
             images.write_png16(path, (1 - grey).numpy(), overwrite=True)
             if writer is not None:
                 writer.write((imaging.colormap(grey, "spectral") * 255).round().byte().numpy())
@@ -177,8 +183,8 @@ def write_outputs(done: Progress, work: dict[str, Path], out_dir: Path, stem: st
             with z.open("depth.npy", "w", force_zip64=True) as e:
                 np.lib.format.write_array_header_1_0(e, {"descr": "<f4", "fortran_order": False,
                                                          "shape": (n, *done.size)})
-                for i in range(n):
-                    e.write(np.ascontiguousarray(depth[i]).tobytes())
+                for depth in raw_frames(work["raw"], n, done.size):
+                    e.write(depth.tobytes())
             with z.open("fps.npy", "w") as e:
                 np.save(e, np.float32(fps))
 
@@ -225,7 +231,8 @@ def predict_video_file(pipe: VideoDepthPipeline, path: Path, out_dir: Path, *, s
     written = write_outputs(done, work, out_dir, stem, source.fps)
     out: dict = {"frames": done.carry.written, "size": done.size, "fps": source.fps, "paths": written}
     if flicker:
-        report = flicker_report(torch.from_numpy(raw_frames(work["raw"], done.carry.written, done.size)))
+        clip = np.memmap(work["raw"], dtype=np.float32, mode="c", shape=(done.carry.written, *done.size))
+        report = flicker_report(torch.from_numpy(clip))                  # pages of the whole clip: --flicker only
         summary, table = flicker_text(report)
         data = {"summary": summary, **(report.as_dict() if report is not None else {})}
         atomic_write(extra["flicker_json"], lambda f: f.write(json.dumps(data, indent=1).encode()), True)
