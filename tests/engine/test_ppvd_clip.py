@@ -202,3 +202,16 @@ def test_source_holds_one_frame(clip):
     assert first.shape == (24, 36, 3) and first.dtype == np.uint8
     assert np.array_equal(first, read_video(clip).rgb[30].numpy()) and len(list(frames)) == 2
     torch.testing.assert_close(read_video(clip)[30], torch.from_numpy(first).permute(2, 0, 1).float() / 255)
+
+
+def test_controlnet_preview_is_grey_near_white(pipe, clip, reference, tmp_path):
+    """The node's style: the preview is grey (near = white), named _depth_grey.mp4; the other files are the same."""
+    out = tmp_path / "out"
+    done = video_clip.predict_video_file(pipe, clip, out, steps=1, preview="controlnet")
+    assert done["paths"]["preview"] == out / "pan_depth_grey.mp4" and not (out / "pan_depth_color.mp4").exists()
+    with av.open(str(out / "pan_depth_grey.mp4")) as c:
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)]).astype(int)
+    assert frames.shape == (33, 24, 36, 3) and np.abs(frames - frames[..., :1]).max() <= 2      # R = G = B (+ codec)
+    png = np.stack([np.asarray(Image.open(p)) for p in sorted((out / "pan_depth16").iterdir())]).astype(float)
+    assert np.abs(frames[..., 0] - png / 257).mean() < 4                  # the PNG16's grey, 8-bit through H.264
+    assert np.array_equal(np.load(out / "pan_depth.npz")["depth"], np.load(reference / "pan_depth.npz")["depth"])

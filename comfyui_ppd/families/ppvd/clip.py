@@ -155,12 +155,31 @@ def raw_frames(raw: Path, n: int, size: tuple[int, int]) -> Iterator[np.ndarray]
             yield frame.reshape(size)
 
 
+PREVIEWS = ("colormap", "controlnet")
+
+
+def preview_frame(grey: Tensor, style: str) -> np.ndarray:
+    """A normalised depth frame (H,W), far = 1 -> uint8 (H,W,3): the spectral colour map, or ControlNet grey
+    (near = white)."""
+    if style == "colormap":
+        return (imaging.colormap(grey, "spectral") * 255).round().byte().numpy()
+    return ((1 - grey) * 255).round().byte()[..., None].expand(*grey.shape, 3).numpy()
+
+
+def output_paths(out_dir: Path, stem: str, num_frames: int, preview: str = "colormap") -> dict[str, Path | list[Path]]:
+    """steps.video_output_paths, the preview named by its style: <stem>_depth_color.mp4 or <stem>_depth_grey.mp4."""
+    paths = video_output_paths(out_dir, stem, num_frames)
+    if preview == "controlnet":
+        paths["preview"] = out_dir / f"{stem}_depth_grey.mp4"
+    return paths
+
+
 def write_outputs(done: Progress, work: dict[str, Path], out_dir: Path, stem: str, fps: float,
-                  preview: bool = True) -> dict[str, Path | list[Path]]:
-    """Pass 2: the PNG16 sequence and the preview (normalised over the whole clip), then the .npz, one frame
-    at a time; each file atomic (replacing only files of this run)."""
+                  preview: str | None = "colormap") -> dict[str, Path | list[Path]]:
+    """Pass 2: the PNG16 sequence and the preview video in `preview` style (normalised over the whole clip),
+    then the .npz, one frame at a time; each file atomic (replacing only files of this run)."""
     n = done.carry.written
-    paths = video_output_paths(out_dir, stem, n)
+    paths = output_paths(out_dir, stem, n, preview or "colormap")
     lo, hi = torch.tensor(done.lo, dtype=torch.float32), torch.tensor(done.hi, dtype=torch.float32)
     writer = VideoWriter(cast(Path, paths["preview"]), fps, overwrite=True) if preview else None
     try:
@@ -168,7 +187,7 @@ def write_outputs(done: Progress, work: dict[str, Path], out_dir: Path, stem: st
             grey = imaging.normalize_range(torch.from_numpy(depth), lo, hi)                   # far = 1
             images.write_png16(path, (1 - grey).numpy(), overwrite=True)
             if writer is not None:
-                writer.write((imaging.colormap(grey, "spectral") * 255).round().byte().numpy())
+                writer.write(preview_frame(grey, preview))
     except BaseException:
         if writer is not None:
             writer.abort()
@@ -193,16 +212,20 @@ def write_outputs(done: Progress, work: dict[str, Path], out_dir: Path, stem: st
 
 
 def predict_video_file(pipe: VideoDepthPipeline, path: Path, out_dir: Path, *, steps: int = 4, seed: int = 0,
-                 overwrite: bool = False, flicker: bool = False, progress: ProgressCallback | None = None,
-                 warn: Callable[[str], None] | None = None, stem: str | None = None) -> dict:
-    """Stream a video file through PPVD into out_dir: <stem>_depth16/<stem>_00000.png..., <stem>_depth_color.mp4,
-    <stem>_depth.npz (and <stem>_flicker.json / .txt with `flicker`). A state file left by a killed run with the
-    same settings resumes it; otherwise existing outputs are refused before any work (unless `overwrite`)."""
+                       overwrite: bool = False, flicker: bool = False, progress: ProgressCallback | None = None,
+                       warn: Callable[[str], None] | None = None, stem: str | None = None,
+                       preview: str = "colormap") -> dict:
+    """Stream a video file through PPVD into out_dir: <stem>_depth16/<stem>_00000.png..., <stem>_depth_color.mp4
+    (`preview`: "colormap" spectral, or "controlnet" grey near = white), <stem>_depth.npz (and
+    <stem>_flicker.json / .txt with `flicker`). A state file left by a killed run with the same settings resumes
+    it; otherwise existing outputs are refused before any work (unless `overwrite`)."""
+    if preview not in PREVIEWS:
+        raise InputError(f"unknown preview style {preview!r}; choose one of {PREVIEWS}.")
     stem = stem or path.stem
     source = VideoSource(path)
     work = working_paths(out_dir, stem)
     fingerprint = settings(pipe, path, steps, seed)
-    paths = video_output_paths(out_dir, stem, 0)
+    paths = output_paths(out_dir, stem, 0, preview)
     extra = {"flicker_json": out_dir / f"{stem}_flicker.json",
              "flicker_txt": out_dir / f"{stem}_flicker.txt"} if flicker else {}
     done, finished = None, False
@@ -228,7 +251,7 @@ def predict_video_file(pipe: VideoDepthPipeline, path: Path, out_dir: Path, *, s
     if not finished:
         done = run_windows(pipe, source, work, fingerprint, done, steps=steps, seed=seed, progress=progress)
     assert done is not None
-    written = write_outputs(done, work, out_dir, stem, source.fps)
+    written = write_outputs(done, work, out_dir, stem, source.fps, preview)
     out: dict = {"frames": done.carry.written, "size": done.size, "fps": source.fps, "paths": written}
     if flicker:
         clip = np.memmap(work["raw"], dtype=np.float32, mode="c", shape=(done.carry.written, *done.size))
