@@ -113,7 +113,7 @@ def test_every_command_line_argument_has_a_help_text():
                for sub in action.choices.values()]
     bare = [f"{p.prog} {a.dest}" for p in parsers for a in p._actions
             if not isinstance(a, argparse._HelpAction) and not a.help]
-    assert len(parsers) == 7 and not bare, bare
+    assert len(parsers) == 8 and not bare, bare          # predict convert download bench; image video throughput stream
 
 
 def test_bad_steps_and_devices_stop_the_run_with_a_message(models, image_file, tmp_path, capsys, monkeypatch):
