@@ -6,7 +6,7 @@ imported only here and in distributed.py, never by the ComfyUI nodes.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ def run_videos(items: list[Item], out: Path, model: dict[str, Any], options: dic
         n = workers or gpus or cpus
         if not gpus and n > cpus:
             raise InputError(f"--ray-workers {n} needs {n} CPUs in the Ray cluster (one per video); it has {cpus}.")
-        task: Callable = ray.remote(num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1,
+        task: Any = ray.remote(num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1,
                                     max_retries=1)(predict_one)
         model = {**model, "device": "cuda" if gpus else "cpu"}
         pending: dict[Any, Item] = {}

@@ -82,7 +82,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
         write_models(work / "models")
-        rows = []
+        rows: list[dict] = []
         for n in frames:
             clip = work / f"clip{n}.mp4"
             write_clip(clip, n, height, width)

@@ -187,7 +187,7 @@ def write_outputs(done: Progress, work: dict[str, Path], out_dir: Path, stem: st
             grey = imaging.normalize_range(torch.from_numpy(depth), lo, hi)                   # far = 1
             images.write_png16(path, (1 - grey).numpy(), overwrite=True)
             if writer is not None:
-                writer.write(preview_frame(grey, preview))
+                writer.write(preview_frame(grey, preview or "colormap"))
     except BaseException:
         if writer is not None:
             writer.abort()
