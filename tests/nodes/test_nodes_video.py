@@ -165,7 +165,8 @@ def test_video_input_streams_to_a_depth_video_and_files(pack, comfy_env, video_m
     out = Path(comfy_env.folder_paths.get_output_directory())
     assert files == str(out / "ppd_video" / "depth_00001")
     assert Path(depth_video.get_stream_source()) == out / "ppd_video" / "depth_00001_depth_grey.mp4"
-    assert depth_video.get_dimensions() == (36, 24) and float(depth_video.get_frame_rate()) == 12
+    from comfyui_ppd.io.video import VideoSource
+    assert depth_video.get_dimensions() == (36, 24) and VideoSource(depth_video.get_stream_source()).fps == 12
     assert len(list((out / "ppd_video" / "depth_00001_depth16").iterdir())) == 20
     assert not list((out / "ppd_video").glob("*.partial.f32")) and "20 frames 36 x 24 at 12 fps" in summary
     # the same depth as the IMAGE-batch path on the decoded frames
