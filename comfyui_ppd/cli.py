@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -13,6 +14,7 @@ from .batch.ppd import PPDProcessor, PredictOptions
 from .batch.runner import Summary
 from .checkpoints import load_strict
 from .errors import CheckpointError, InputError, PPDError, error_message
+from .families.ppvd import clip as video_clip
 from .families.ppvd import steps as video_steps
 from .family import Family
 from .io.files import atomic_write, check_writable
@@ -58,7 +60,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if frame_items:
         summary = predict_images(args, frame_items, use_ray)
     if video_items and video_model is not None:
-        summary.add(predict_videos(args, video_items, *video_model))
+        summary.add(predict_videos(args, video_items, *video_model, use_ray))
     if video_model is not None:
         summary.notes.append(f"videos: the video model ({video_model[0].name} + {video_model[1].name})")
     elif videos:
@@ -201,14 +203,15 @@ def tile_size(text: str) -> tuple[int, int]:
 
 
 def video_size(text: str) -> tuple[int, int]:
-    """'WIDTHxHEIGHT' -> (height, width), multiples of 32 (the released model's; the pipeline checks the model's)."""
+    """'WIDTHxHEIGHT' -> (height, width), multiples of 16 from 32 (the released model's; the pipeline checks the
+    model's)."""
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError:
         raise argparse.ArgumentTypeError(f"size must look like 512x512 (width x height), got {text!r}") from None
-    if w < 32 or h < 32 or w % 32 or h % 32:      # at parse time: not after the images of the run are done
-        raise argparse.ArgumentTypeError(f"width and height must be multiples of 32, got {text!r} (width x height); "
-                                         "512x512 is the trained size")
+    if w < 32 or h < 32 or w % 16 or h % 16:      # at parse time: not after the images of the run are done
+        raise argparse.ArgumentTypeError(f"width and height must be multiples of 16 from 32, got {text!r} (width x "
+                                         "height); 512x512 is the trained size")
     return h, w
 
 
@@ -220,32 +223,48 @@ def video_outputs(args: argparse.Namespace, out_dir: Path, stem: str) -> list[Pa
     return [Path(str(paths["preview"])), Path(str(paths["npz"])), *extra]
 
 
-def predict_videos(args: argparse.Namespace, items: list[Item], dit_path: Path, enc_path: Path) -> Summary:
-    """Video files through the video model on this machine, one by one (also under --ray): PNG16 sequence,
-    preview, .npz mirrored under --out. A video whose outputs all exist is skipped; a partial set is refused
-    (pass --overwrite), as predict_video_file never replaces files."""
+def predict_videos(args: argparse.Namespace, items: list[Item], dit_path: Path, enc_path: Path,
+                   use_ray: bool = False) -> Summary:
+    """Video files through the video model, each streamed (one window in memory): PNG16 sequence, preview, .npz
+    mirrored under --out; one by one here, or one Ray task per video with --ray. A video whose outputs all exist
+    is skipped; a partial set is refused (pass --overwrite), as predict_video_file never replaces files; an
+    unfinished clip resumes at its last window."""
     import time
 
     start = time.perf_counter()
     summary = Summary(total=len(items))
     out = Path(args.out)
     todo = [it for it in items if args.overwrite
-            or not all(p.is_file() for p in video_outputs(args, out / it.stem.parent, it.stem.name))]
+            or not all(p.is_file() for p in video_outputs(args, out / it.stem.parent, it.stem.name))
+            or video_clip.working_paths(out / it.stem.parent, it.stem.name)["state"].exists()]
     summary.skipped = len(items) - len(todo)
     if not todo:
         return summary
-    device = runtime.pick_device(args.device)
-    pipe = video_steps.load_video_pipeline(dit_path, enc_path, runtime.precision(args.precision, device),
-                                           device=device, process_size=args.process_size)
-    for n, item in enumerate(todo, 1):
-        try:
-            done = video_steps.predict_video_file(
-                pipe, item.path, out / item.stem.parent, stem=item.stem.name, steps=args.steps, seed=args.seed,
-                overwrite=args.overwrite, flicker=args.flicker,
-                progress=ConsoleProgress(f"[{n}/{len(todo)}] {item.path.name}", args.progress),
-                warn=lambda text: print(f"warning: {text}", file=sys.stderr))
-        except Exception as e:                    # noqa: BLE001 - a bad video fails its item, the run goes on
-            summary.failed[str(item.path)] = error_message(e)
+    options = {"steps": args.steps, "seed": args.seed, "overwrite": args.overwrite, "flicker": args.flicker}
+    if use_ray:
+        from .batch import videos
+        model = {"dit": str(dit_path), "encoder": str(enc_path), "precision": args.precision,
+                 "process_size": args.process_size}
+        results = videos.run_videos(todo, out, model, options, address=args.ray_address, workers=args.ray_workers,
+                                    gpu=args.device == "auto" or args.device.startswith("cuda"))
+    else:
+        device = runtime.pick_device(args.device)
+        pipe = video_steps.load_video_pipeline(dit_path, enc_path, runtime.precision(args.precision, device),
+                                               device=device, process_size=args.process_size)
+
+        def local() -> Iterator[tuple[Item, dict]]:
+            for n, item in enumerate(todo, 1):
+                try:
+                    yield item, video_clip.predict_video_file(
+                        pipe, item.path, out / item.stem.parent, stem=item.stem.name, **options,
+                        progress=ConsoleProgress(f"[{n}/{len(todo)}] {item.path.name}", args.progress),
+                        warn=lambda text: print(f"warning: {text}", file=sys.stderr))
+                except Exception as e:            # noqa: BLE001 - a bad video fails its item, the run goes on
+                    yield item, {"error": error_message(e)}
+        results = local()
+    for item, done in results:
+        if "error" in done:
+            summary.failed[str(item.path)] = done["error"]
             continue
         summary.done += 1
         summary.samples += done["frames"]
@@ -326,8 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", help="semantic encoder checkpoint; default depth_anything_v2_vitl.pth, for the video "
                                      "model pi3.safetensors")
     p.add_argument("--process-size", default=(512, 512), type=video_size,
-                   help="video model: WIDTHxHEIGHT processing size, multiples of 32 (default 512x512, the trained "
-                        "size)")
+                   help="video model: WIDTHxHEIGHT processing size, multiples of 16 from 32 (default 512x512, the "
+                        "trained size)")
     p.add_argument("--flicker", action="store_true",
                    help="video model: print the flicker summary and write <name>_flicker.json/.txt")
     p.add_argument("--models-dir", help="folder searched first for model files")
@@ -350,8 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(without it, inputs whose outputs all exist are skipped and existing files are kept)")
     p.add_argument("--batch-size", type=int, default=4, help="images of one processing size per model call (default 4)")
     p.add_argument("--workers", type=int, default=2, help="loader threads decoding ahead of the model (default 2)")
-    p.add_argument("--ray", action="store_true", help="run the images as a Ray Data job "
-                                                     "(pip install 'comfyui-ppd[distributed]')")
+    p.add_argument("--ray", action="store_true", help="run the images as a Ray Data job and each "
+                   "video (video model) as one streaming Ray task (pip install 'comfyui-ppd[distributed]')")
     p.add_argument("--ray-address", help="join this Ray cluster (e.g. auto, or ray://head:10001); implies --ray")
     p.add_argument("--ray-workers", type=int,
                    help="model copies (default: one per GPU, else one per CPU but one, kept for decoding and writing)")

@@ -224,10 +224,16 @@ def normalize_depth(depth: torch.Tensor, per_image: bool = True, lo_q: float = 0
         if not ok.any():
             out.append(torch.zeros_like(g))
             continue
-        lo, hi = _quantile(g[ok], lo_q), _quantile(g[ok], hi_q)
-        n = ((g - lo) / (hi - lo)).clamp(0, 1) if hi > lo else torch.zeros_like(g)
-        out.append(torch.where(ok, n, torch.zeros_like(n)))
+        out.append(normalize_range(g, _quantile(g[ok], lo_q), _quantile(g[ok], hi_q)))
     return (torch.stack(out) if per_image else out[0]).to(depth.dtype)
+
+
+def normalize_range(depth: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """float32 depth (any shape) -> [0,1] between `lo` and `hi` (0-d float32); non-finite -> 0, hi <= lo -> 0.
+    A clip streamed frame by frame with the clip's range gets exactly normalize_depth(per_image=False)."""
+    ok = torch.isfinite(depth)
+    n = ((depth - lo) / (hi - lo)).clamp(0, 1) if hi > lo else torch.zeros_like(depth)
+    return torch.where(ok, n, torch.zeros_like(n))
 
 
 RENDER_MODES = ("controlnet", "depth", "colormap")

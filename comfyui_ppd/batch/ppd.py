@@ -28,7 +28,7 @@ from ..families.ppd.pipeline import Prepared, validate_image
 from ..io.files import atomic_write, remove_stale_temps
 from ..io.images import load_image
 from ..io.meshes import write_ply
-from ..io.video import read_video
+from ..io.video import VideoSource, float_frames
 from .inputs import Item
 from .runner import FatalError
 
@@ -155,7 +155,8 @@ class PPDProcessor:
 
     # -- work ----------------------------------------------------------------------------------
     def load(self, item: Item) -> Iterator[tuple[int, Hashable, Any]]:
-        frames = [load_image(item.path)] if item.kind == "image" else (f[None] for f in read_video(item.path))
+        frames = ([load_image(item.path)] if item.kind == "image"                      # a video streams frame by frame
+                  else (float_frames(f)[None] for f in VideoSource(item.path).frames()))
         keep = self.geo_path is not None                    # MoGe-2 and the metric cloud use the input image
         tiles = self.options.tiles
         for tag, image in enumerate(frames):

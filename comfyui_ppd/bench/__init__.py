@@ -1,7 +1,9 @@
-"""`python -m comfyui_ppd bench image|video|throughput`: benchmarks with random weights (no model files needed).
+"""`python -m comfyui_ppd bench image|video|throughput|stream`: benchmarks with random weights (no model files
+needed).
 
 image: the image model's encoder, DiT step and whole image; video: the video model (PPVD + Pi3); throughput:
-images/s of batch `predict`, sequential and on Ray. They share bench/harness.py; nothing outside bench/ imports
+images/s of batch `predict`, sequential and on Ray; stream: peak memory of `predict clip.mp4` against the
+clip's length. They share bench/harness.py; nothing outside bench/ imports
 them except the command line's dispatch.
 """
 from __future__ import annotations
@@ -11,7 +13,8 @@ import importlib
 
 COMMANDS = {"image": "the image model: encoder, condition, DiT step, whole image (FLOP, roofline, memory)",
             "video": "the video model (PPVD video DiT + Pi3): Pi3, DiT step, whole clip",
-            "throughput": "images/s of batch predict: sequential runner and Ray, on random weights"}
+            "throughput": "images/s of batch predict: sequential runner and Ray, on random weights",
+            "stream": "peak memory of predict clip.mp4 against the clip's length (streaming video)"}
 
 
 def _build() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:

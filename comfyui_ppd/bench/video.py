@@ -47,15 +47,15 @@ def random_models(dit_cfg: VideoDiTConfig, pi3_cfg: Pi3Config, device: torch.dev
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """'WIDTHxHEIGHT' (multiples of 32) -> (height, width)."""
-    return harness.parse_size(text, 32, "512x512")
+    """'WIDTHxHEIGHT' (multiples of 16) -> (height, width)."""
+    return harness.parse_size(text, 16, "512x512")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", choices=list(SIZES), help="model size, random weights (default: full on CUDA, "
                                                         "tiny elsewhere)")
     p.add_argument("--size", type=parse_size, default=(512, 512), metavar="WxH",
-                   help="processing size, multiples of 32 (default 512x512, the trained size)")
+                   help="processing size, multiples of 16 from 32 (default 512x512, the trained size)")
     p.add_argument("--frames", type=int, default=29, help="frames of the timed clip (default 29 = 2 windows)")
     p.add_argument("--steps", type=int, default=4, help="sampling steps per window (default 4)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")

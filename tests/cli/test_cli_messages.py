@@ -113,7 +113,7 @@ def test_every_command_line_argument_has_a_help_text():
                for sub in action.choices.values()]
     bare = [f"{p.prog} {a.dest}" for p in parsers for a in p._actions
             if not isinstance(a, argparse._HelpAction) and not a.help]
-    assert len(parsers) == 7 and not bare, bare
+    assert len(parsers) == 8 and not bare, bare          # predict convert download bench; image video throughput stream
 
 
 def test_bad_steps_and_devices_stop_the_run_with_a_message(models, image_file, tmp_path, capsys, monkeypatch):
@@ -141,7 +141,7 @@ def test_process_size_is_checked_when_parsed_in_width_x_height(capsys):
     with pytest.raises(SystemExit) as stop:
         main(["predict", "x.mp4", "--out", "o", "--process-size", "512x300"])
     err = capsys.readouterr().err
-    assert stop.value.code == 2 and "'512x300' (width x height)" in err and "multiples of 32" in err
+    assert stop.value.code == 2 and "'512x300' (width x height)" in err and "multiples of 16 from 32" in err
 
 
 def test_flicker_without_the_video_model_says_it_was_not_computed(models, tmp_path, capsys, monkeypatch):

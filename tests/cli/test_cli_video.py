@@ -122,12 +122,13 @@ def test_a_folder_video_uses_the_video_model_when_present_else_the_image_model_p
     assert depth.shape == (5, 32, 48)
     assert (out / "shots" / "pan_depth_color.mp4").is_file() and (out / "photo_depth.npy").is_file()
     assert not (out / "shots" / "pan").exists()
-    # The same clip through video_steps.predict_video_file directly gives the same depth (mirroring changes no value).
+    # The same clip through clip.predict_video_file directly gives the same depth (mirroring changes no value).
     from comfyui_ppd import runtime
+    from comfyui_ppd.families.ppvd import clip as video_clip
     from comfyui_ppd.families.ppvd import steps as video_steps
     pipe = video_steps.load_video_pipeline(with_video / "ppvd.pth", with_video / "pi3.safetensors",
-                                     runtime.precision("auto", "cpu"), process_size=(32, 32))
-    video_steps.predict_video_file(pipe, clip, tmp_path / "direct", steps=1)
+                                           runtime.precision("auto", "cpu"), process_size=(32, 32))
+    video_clip.predict_video_file(pipe, clip, tmp_path / "direct", steps=1)
     assert np.array_equal(depth, np.load(tmp_path / "direct" / "pan_depth.npz")["depth"])
 
     out = tmp_path / "per_frame"

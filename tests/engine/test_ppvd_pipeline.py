@@ -1,5 +1,6 @@
 """VideoDepthPipeline behaviour on tiny random models (no fixtures needed): short videos, streaming, progress
-and interruption, bad input, loaders and file detection, FLOP formula against torch's counter."""
+and interruption, bad input, loaders and file detection, FLOP formula against torch's counter, processing sizes
+(multiples of 16 from 32, keyframe pooling floors as the official)."""
 from __future__ import annotations
 
 import pytest
@@ -166,8 +167,10 @@ def test_bad_noise_steps_and_sizes(pipe, files):
         pipe(clip(2), steps=1, noise=torch.zeros(1, 1, *PROCESS_SIZE))
     with pytest.raises(InputError, match="steps"):
         pipe(clip(2), steps=0)
-    with pytest.raises(InputError, match="multiples of 32"):
-        VideoDepthPipeline(pipe.dit, pipe.encoder, process_size=(48, 64))
+    with pytest.raises(InputError, match="multiples of 16, at least 32"):
+        VideoDepthPipeline(pipe.dit, pipe.encoder, process_size=(40, 64))
+    with pytest.raises(InputError, match="multiples of 16, at least 32"):
+        VideoDepthPipeline(pipe.dit, pipe.encoder, process_size=(16, 64))
     from comfyui_ppd import load_semantic_encoder
     from tiny_models import write_tiny_models
     with pytest.raises(InputError, match="pair ppvd.pth with pi3.safetensors"):
@@ -206,3 +209,44 @@ def test_google_drive_page_saved_as_ppvd_is_named(tmp_path):
     with pytest.raises(CheckpointError, match="Google Drive") as info:
         load_dit(page)
     assert "ppvd.pth is only on Google Drive" in str(info.value)
+
+
+# --- processing sizes as the official DiT_Video: sides multiples of 16 from 32 ----------------------------
+def test_keyframe_pooling_drops_the_remainder_like_the_official():
+    """48x80 -> fine grid 6x10 -> 1x2 pooled cells per keyframe: the mean of fine rows 0..3 and columns 0..3,
+    4..7 (rows 4, 5 and columns 8, 9 are left out), computed here without avg_pool2d."""
+    dit = tiny_video_dit()
+    d = dit.config.hidden_size
+    tokens = torch.randn(16, 6 * 10, d, generator=torch.Generator().manual_seed(0))
+    got = dit.keyframe_tokens(tokens, 6, 10)
+    grid = tokens[:3].reshape(3, 6, 10, d)
+    want = torch.stack([grid[k, 0:4, c:c + 4].reshape(-1, d).mean(0) for k in range(3) for c in (0, 4)])
+    assert got.shape == (3 * 1 * 2, d)
+    torch.testing.assert_close(got, want, rtol=0, atol=4 * torch.finfo(torch.float32).eps)
+
+
+@pytest.mark.parametrize("h, w", [(48, 80), (32, 48), (80, 32)])
+def test_dit_takes_multiples_of_16_and_the_flop_formula_counts_them(h, w):
+    from torch.utils.flop_counter import FlopCounterMode
+    dit = tiny_video_dit()
+    mapping = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flop}
+    with FlopCounterMode(display=False, custom_mapping=mapping) as counter, torch.no_grad():
+        out = dit(torch.rand(16, 4, h, w), torch.rand(16, (h // 16) * (w // 16), 32), torch.tensor(500))
+    assert out.shape == (16, 1, h, w) and torch.isfinite(out).all()
+    assert counter.get_total_flops() == dit_step_work(dit.config, h, w).flop
+
+
+@pytest.mark.parametrize("h, w", [(16, 64), (40, 64), (48, 72)])
+def test_other_sizes_are_refused(h, w):
+    dit = tiny_video_dit()
+    with pytest.raises(InputError, match="multiples of 16"):
+        VideoDepthPipeline(dit, tiny_pi3(), process_size=(h, w))
+    with pytest.raises(InputError, match="multiples of 16 and at least 32"):
+        dit(torch.rand(16, 4, h, w), torch.rand(16, 4, 32), torch.tensor(500))
+
+
+def test_pipeline_runs_at_48x80():
+    pipe = VideoDepthPipeline(tiny_video_dit(), tiny_pi3(), process_size=(48, 80))
+    noise = torch.randn(16, 1, 48, 80, generator=torch.Generator().manual_seed(1))
+    depth = pipe(torch.rand(20, 3, 30, 50, generator=torch.Generator().manual_seed(2)), steps=1, noise=noise)
+    assert depth.shape == (20, 1, 30, 50) and torch.isfinite(depth).all()

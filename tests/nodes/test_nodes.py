@@ -16,7 +16,8 @@ from tiny_models import tiny_dit_state_dict
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 SOCKET_TYPES = {"IMAGE", "MASK", "PPD_MODEL", "PPD_VIDEO_MODEL", "PPD_SEMANTICS", "PPD_DEPTH", "PPD_POINTS",
-                "PPD_GEOMETRY_MODEL", "PPD_GEOMETRY", "STRING", "FLOAT", "INT", "MOGE_GEOMETRY", "DA3_GEOMETRY", "*"}
+                "PPD_GEOMETRY_MODEL", "PPD_GEOMETRY", "STRING", "FLOAT", "INT", "MOGE_GEOMETRY", "DA3_GEOMETRY",
+                "VIDEO", "*"}
 
 
 @pytest.fixture()

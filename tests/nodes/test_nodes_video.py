@@ -55,7 +55,7 @@ def test_loaders_refuse_each_others_files(pack, comfy_env, video_model):
 
 def test_outputs_match_the_image_sampler_and_the_pipeline(pack, comfy_env, video_model):
     images = frames(3)
-    ui, (packet, depth_image, summary, per_frame) = run(pack, video_model, images, seed=5)
+    ui, (packet, depth_image, summary, per_frame, depth_video, files) = run(pack, video_model, images, seed=5)
     image_packet_keys = {"depth", "spread", "image", "input_size", "kind"}   # nodes/depth.py's PPD_DEPTH
     assert set(packet) == image_packet_keys and packet["kind"] == "ppd" and packet["input_size"] == (20, 28)
     assert packet["depth"].shape == (3, 1, 20, 28) and packet["image"].shape == (3, 3, 20, 28)
@@ -73,6 +73,7 @@ def test_outputs_match_the_image_sampler_and_the_pipeline(pack, comfy_env, video
     assert render.shape == (3, 20, 28, 3)
     metric = node(pack, "PPD_FlickerMetric").measure(packet)["result"]
     assert metric[0] in summary and metric[1] == per_frame
+    assert torch.equal(depth_video.get_components().images, depth_image) and files == ""     # frames: in memory
 
 
 def test_progress_per_window_and_step_and_cancel_between_steps(pack, comfy_env, video_model, monkeypatch):
@@ -113,7 +114,7 @@ def test_long_clip_on_cpu_warns_with_an_estimate(pack, comfy_env, video_model, m
     video_steps = pack.comfyui_ppd.families.ppvd.steps        # the pack's own engine copy, as the node uses it
     monkeypatch.setattr(video_steps, "video_seconds", lambda pipe, n, steps=4: 7200.0)
     with caplog.at_level(logging.WARNING, logger="comfyui_ppd"):
-        ui, (_, _, summary, _) = run(pack, video_model, frames(2))
+        ui, (_, _, summary, *_) = run(pack, video_model, frames(2))
     assert "will take roughly 2.0 h" in summary and "2.0 h" in caplog.text
     assert summary.splitlines()[0] in ui["text"][0]
 
@@ -136,3 +137,72 @@ def test_flicker_metric_on_one_frame_and_bad_input(pack):
     assert "one frame" in summary and table == "" and change != change and jump != jump
     with pytest.raises(ValueError, match="PPD_DEPTH"):
         node(pack, "PPD_FlickerMetric").measure("depth")
+
+
+# --- a core VIDEO (Load Video) streamed window by window ----------------------------------------------------------
+def stream(pack, comfy_env, model, clip, **kwargs):
+    """-> (every text the node showed, outputs)."""
+    from comfy_api.latest import InputImpl
+    out = node(pack, "PPD_VideoDepth").predict(model, None, 1, 0, **FAST, video=InputImpl.VideoFromFile(str(clip)),
+                                               **kwargs)
+    return out.texts, out["result"]
+
+
+@pytest.fixture()
+def clip(tmp_path):
+    from scenes import write_example_clip
+    path = tmp_path / "pan.mp4"
+    write_example_clip(str(path), frames=20, height=24, width=36)        # 2 windows
+    return path
+
+
+def test_video_input_streams_to_a_depth_video_and_files(pack, comfy_env, video_model, clip):
+    from comfy_execution.graph_utils import ExecutionBlocker
+
+    from comfyui_ppd.io.video import read_video
+    texts, (packet, depth_image, summary, per_frame, depth_video, files) = stream(pack, comfy_env, video_model, clip)
+    assert all(isinstance(v, ExecutionBlocker) for v in (packet, depth_image, per_frame))    # would hold the clip
+    out = Path(comfy_env.folder_paths.get_output_directory())
+    assert files == str(out / "ppd_video" / "depth_00001")
+    assert Path(depth_video.get_stream_source()) == out / "ppd_video" / "depth_00001_depth_grey.mp4"
+    from comfyui_ppd.io.video import VideoSource
+    assert depth_video.get_dimensions() == (36, 24) and VideoSource(depth_video.get_stream_source()).fps == 12
+    assert len(list((out / "ppd_video" / "depth_00001_depth16").iterdir())) == 20
+    assert not list((out / "ppd_video").glob("*.partial.f32")) and "20 frames 36 x 24 at 12 fps" in summary
+    # the same depth as the IMAGE-batch path on the decoded frames
+    raw = __import__("numpy").load(out / "ppd_video" / "depth_00001_depth.npz")["depth"]
+    _, (batch, *_) = run(pack, video_model, read_video(clip).rgb.float() / 255, steps=1)
+    assert torch.equal(torch.from_numpy(raw), batch["depth"][:, 0])
+    assert texts[0] == "window 0 of about 2" and texts[1].startswith("window 1 of about 2, about ")
+    assert texts[2].startswith("window 2 of about 2, about 0 s left") and texts[-1] == summary
+
+
+def test_video_input_progress_per_window_and_cancel_leaves_nothing(pack, comfy_env, video_model, clip,
+                                                                   monkeypatch):
+    seen = []
+    real = comfy_env.ProgressBar.update_absolute
+
+    def update(self, value, total=None, preview=None):
+        seen.append((value, total))
+        if value == 1:
+            comfy_env.mm.interrupt_current_processing(True)                # Cancel during window 2
+        return real(self, value, total, preview)
+
+    monkeypatch.setattr(comfy_env.ProgressBar, "update_absolute", update)
+    try:
+        with pytest.raises(comfy_env.InterruptProcessingException):
+            stream(pack, comfy_env, video_model, clip)
+    finally:
+        comfy_env.mm.interrupt_current_processing(False)
+    assert seen == [(0, 2), (1, 2)]                     # 0 of 2 windows at once, then window 1; stopped in window 2
+    folder = Path(comfy_env.folder_paths.get_output_directory()) / "ppd_video"
+    assert not [p for p in folder.iterdir() if p.is_file()]                      # working files removed
+
+
+def test_video_and_frames_together_or_neither_are_refused(pack, comfy_env, video_model, clip):
+    from comfy_api.latest import InputImpl
+    with pytest.raises(ValueError, match="not both"):
+        node(pack, "PPD_VideoDepth").predict(video_model, frames(2), 1, 0, **FAST,
+                                             video=InputImpl.VideoFromFile(str(clip)))
+    with pytest.raises(ValueError, match="not neither"):
+        node(pack, "PPD_VideoDepth").predict(video_model, None, 1, 0, **FAST)

@@ -48,7 +48,13 @@ class VideoDiTConfig(DiTSizes):
 
     @property
     def size_multiple(self) -> int:
-        """Input sides must be multiples of this: the fine grid (H/p) is pooled by `keyframe_pool`."""
+        """Input sides must be multiples of this (16): the coarse patch (2p), as the official DiT_Video."""
+        return 2 * self.patch_size
+
+    @property
+    def min_side(self) -> int:
+        """The smallest side (32): the fine grid (H/p) needs one `keyframe_pool` cell; larger grids are pooled
+        with the remainder dropped (avg_pool2d floors), as the official."""
         return self.patch_size * self.keyframe_pool
 
 
@@ -95,7 +101,8 @@ class VideoDiT(nn.Module):
         return rearrange(fused, "n (h w) (p q d) -> n (h p w q) d", h=grid_h, w=grid_w, p=2, q=2)
 
     def keyframe_tokens(self, tokens: Tensor, grid_h: int, grid_w: int) -> Tensor:
-        """Fine tokens (N, gh*gw, D) -> (K*gh*gw/pool^2, D): frames 0..K-1 average-pooled, frame-major."""
+        """Fine tokens (N, gh*gw, D) -> (K*(gh//pool)*(gw//pool), D): frames 0..K-1 average-pooled (a remainder of
+        rows/columns is dropped, as the official avg_pool2d), frame-major."""
         grid = rearrange(tokens[: self.config.keyframes], "k (h w) d -> k d h w", h=grid_h, w=grid_w)
         pooled = F.avg_pool2d(grid, self.config.keyframe_pool)
         return rearrange(pooled, "k d h w -> (k h w) d")
@@ -110,9 +117,10 @@ class VideoDiT(nn.Module):
         c = self.config
         n, _, h, w = x.shape
         m = c.size_multiple
-        if h % m or w % m or n < c.keyframes:
-            raise InputError(f"DiT_Video needs at least {c.keyframes} frames with sides that are multiples of {m}, "
-                             f"got {n} frames of {h}x{w}; resize the frames and pad the window.")
+        if h % m or w % m or min(h, w) < c.min_side or n < c.keyframes:
+            raise InputError(f"DiT_Video needs at least {c.keyframes} frames with sides that are multiples of {m} "
+                             f"and at least {c.min_side}, got {n} frames of {h}x{w}; resize the frames and pad the "
+                             "window.")
         t = torch.as_tensor(timestep, device=x.device).reshape(-1)
         if t.numel() != 1:
             raise InputError(f"DiT_Video takes one timestep for the whole window, got {t.numel()}.")

@@ -30,7 +30,8 @@ def dit_step_work(cfg: VideoDiTConfig, height: int, width: int, frames: int = WI
     d, p, m = cfg.hidden_size, cfg.patch_size, cfg.mlp_hidden
     nc = (height // (2 * p)) * (width // (2 * p))
     nf = 4 * nc
-    nr = cfg.keyframes * nf // cfg.keyframe_pool ** 2
+    k = cfg.keyframe_pool                                     # the pooling floors: (h/8 // 4) x (w/8 // 4) per keyframe
+    nr = cfg.keyframes * (height // p // k) * (width // p // k)
     blocks = (transformer_blocks(nc, d, m, cfg.fusion_after, frames)
               + transformer_blocks(nf, d, m, cfg.keyframe_from - cfg.fusion_after, frames)
               + transformer_blocks(nf + nr, d, m, cfg.depth - cfg.keyframe_from, frames)

@@ -127,9 +127,9 @@ class VideoDepthPipeline(runtime.DiTPrecision):
 
     def __init__(self, dit: VideoDiT, encoder: SemanticEncoder, *, process_size: tuple[int, int] = (512, 512),
                  autocast: torch.dtype | None | str = "auto") -> None:
-        """`process_size` (height, width): multiples of 32 (512x512 is the trained size); `autocast`: "auto"
-        (runtime's precision policy for the DiT's weight dtype: the official bf16, else fp16, on CUDA for fp32
-        weights; none elsewhere), a dtype, or None."""
+        """`process_size` (height, width): multiples of 16, at least 32 (512x512 is the trained size);
+        `autocast`: "auto" (runtime's precision policy for the DiT's weight dtype: the official bf16, else fp16,
+        on CUDA for fp32 weights; none elsewhere), a dtype, or None."""
         if not isinstance(dit, VideoDiT):
             raise InputError(f"VideoDepthPipeline needs the PPVD video DiT (ppvd.pth), got {type(dit).__name__}; "
                              "the image DiT (ppd.pth) goes to PPDPipeline.")
@@ -137,10 +137,10 @@ class VideoDepthPipeline(runtime.DiTPrecision):
             raise InputError(f"the video DiT expects {dit.config.semantic_dim}-wide semantics but the {encoder.kind} "
                              f"encoder gives {encoder.semantic_dim}; pair ppvd.pth with pi3.safetensors.")
         h, w = (int(s) for s in process_size)
-        m = dit.config.size_multiple
-        if h < m or w < m or h % m or w % m:
-            raise InputError(f"process_size must be (height, width) with multiples of {m}, got {process_size}; "
-                             "PPVD was trained at (512, 512).")
+        m, low = dit.config.size_multiple, dit.config.min_side
+        if h < low or w < low or h % m or w % m:
+            raise InputError(f"process_size must be (height, width) with multiples of {m}, at least {low}, got "
+                             f"{process_size}; PPVD was trained at (512, 512).")
         self.dit, self.encoder, self.process_size = dit, encoder, (h, w)
         self._autocast = autocast
 

@@ -3,21 +3,15 @@ its run time, measure flicker, write the depth video's files."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
-import numpy as np
 import torch
 from torch import Tensor
 
-from ... import imaging
 from ...checkpoints import Source
 from ...encoders.pi3 import PI3_EXPECTED, PI3_FIX
-from ...errors import InputError
 from ...flicker import FlickerReport, measure_flicker
-from ...io import images
-from ...io.files import atomic_write
 from ...loaders import load
 from ...registry import in_slots
 from ...runtime import Precision
@@ -110,67 +104,8 @@ def flicker_text(report: FlickerReport | None) -> tuple[str, str]:
 
 
 def video_output_paths(out_dir: Path, stem: str, num_frames: int) -> dict[str, Path | list[Path]]:
-    """Where save_video_depth writes: a 16-bit PNG per frame in <stem>_depth16/, the colour preview .mp4 and
+    """Where clip.predict_video_file writes: a 16-bit PNG per frame in <stem>_depth16/, the colour preview .mp4 and
     the raw depth .npz."""
     folder = out_dir / f"{stem}_depth16"
     return {"png16": [folder / f"{stem}_{i:05d}.png" for i in range(num_frames)],
             "preview": out_dir / f"{stem}_depth_color.mp4", "npz": out_dir / f"{stem}_depth.npz"}
-
-
-def save_video_depth(depth: Tensor, out_dir: Path, stem: str, *, fps: float, overwrite: bool = False,
-                     preview: bool = True) -> dict[str, Path | list[Path]]:
-    """Write a depth video (N,1,H,W): 16-bit PNGs (near = white) and the colour-mapped preview, both normalised
-    over the whole clip (no flicker from normalisation), and the raw float32 depth as <stem>_depth.npz
-    (`depth` (N,H,W), `fps`). Every file is written atomically."""
-    from ...io.video import write_video
-    paths = video_output_paths(out_dir, stem, depth.shape[0])
-    grey = imaging.normalize_depth(depth.float().cpu(), per_image=False)                  # far = 1, whole clip
-    for i, path in enumerate(cast(list[Path], paths["png16"])):
-        images.write_png16(path, (1 - grey[i, 0]).numpy(), overwrite=overwrite)
-    if preview:
-        rgb = ((imaging.colormap(g[0], "spectral") * 255).round().byte().numpy() for g in grey)
-        write_video(cast(Path, paths["preview"]), rgb, fps, overwrite=overwrite)
-    else:
-        paths.pop("preview")
-
-    def npz(f) -> None:
-        np.savez(f, depth=depth[:, 0].float().cpu().numpy(), fps=np.float32(fps))
-
-    atomic_write(cast(Path, paths["npz"]), npz, overwrite=overwrite)
-    return paths
-
-
-def predict_video_file(pipe: VideoDepthPipeline, path: Path, out_dir: Path, *, steps: int = 4, seed: int = 0,
-                       overwrite: bool = False, flicker: bool = False, progress: ProgressCallback | None = None,
-                       warn: Callable[[str], None] | None = None, stem: str | None = None) -> dict:
-    """Decode a video file, predict its depth and write save_video_depth's files (and <stem>_flicker.json /
-    .txt with `flicker`) named after `stem` (default the file's). Existing outputs are refused before any work,
-    so nothing is written half-way."""
-    import json
-
-    from ...io.video import read_video
-    stem = stem or path.stem
-    frames = read_video(path)
-    paths = video_output_paths(out_dir, stem, len(frames))
-    extra = {"flicker_json": out_dir / f"{stem}_flicker.json",
-             "flicker_txt": out_dir / f"{stem}_flicker.txt"} if flicker else {}
-    every = [*cast(list[Path], paths["png16"]), cast(Path, paths["preview"]), cast(Path, paths["npz"]),
-             *extra.values()]
-    existing = [p for p in every if p.exists()]
-    if existing and not overwrite:
-        raise InputError(f"{len(existing)} output file(s) already exist (e.g. {existing[0]}); pass --overwrite "
-                         "or choose another --out folder.")
-    note = long_video_warning(pipe, len(frames), steps)
-    if note and warn is not None:
-        warn(note)
-    result = predict_video(pipe, frames, steps=steps, seed=seed, progress=progress)
-    written = save_video_depth(result.depth, out_dir, stem, fps=frames.fps, overwrite=overwrite)
-    out: dict = {"frames": len(frames), "size": frames.size, "fps": frames.fps, "paths": written}
-    if flicker:
-        report = flicker_report(result.depth)
-        summary, table = flicker_text(report)
-        data = {"summary": summary, **(report.as_dict() if report is not None else {})}
-        atomic_write(extra["flicker_json"], lambda f: f.write(json.dumps(data, indent=1).encode()), overwrite)
-        atomic_write(extra["flicker_txt"], lambda f: f.write((summary + "\n\n" + table + "\n").encode()), overwrite)
-        out.update(flicker=summary, paths={**written, **extra})
-    return out

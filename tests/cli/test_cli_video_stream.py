@@ -1,0 +1,97 @@
+"""`predict clip.mp4` streams: a run interrupted mid-clip (Ctrl-C, injected here through the progress callback)
+resumes from its last finished window to the files of an uninterrupted run; with --ray each video is one
+streaming task giving the same files."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from comfyui_ppd import cli
+from tiny_ppvd import write_tiny_ppvd
+
+av = pytest.importorskip("av", reason="video decoding needs PyAV")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ppvd_models")
+    write_tiny_ppvd(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    from scenes import write_example_clip
+    folder = tmp_path_factory.mktemp("clips")
+    write_example_clip(str(folder / "pan.mp4"), frames=33, height=32, width=48)    # 3 windows
+    write_example_clip(str(folder / "short.mp4"), frames=7, height=32, width=48)
+    return folder
+
+
+def predict(models, *args) -> int:
+    return cli.main(["predict", *map(str, args), "--models-dir", str(models), "--process-size", "48x32",
+                     "--steps", "1", "--no-progress"])
+
+
+def outputs(out):
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    data = {}
+    for name in files:
+        if name.endswith(".png"):
+            data[name] = np.asarray(Image.open(out / name))
+        elif name.endswith(".npz"):
+            data[name] = np.load(out / name)["depth"]
+        elif name.endswith(".mp4"):
+            with av.open(str(out / name)) as c:
+                data[name] = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+    return files, data
+
+
+def same(a, b):
+    files_a, data_a = outputs(a)
+    files_b, data_b = outputs(b)
+    assert files_a == files_b
+    assert all(np.array_equal(data_a[k], data_b[k]) for k in data_a)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(models, clips, tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole")
+    assert predict(models, clips, "--out", out) == 0
+    return out
+
+
+def test_interrupted_clip_resumes_from_its_last_window(models, clips, uninterrupted, tmp_path, monkeypatch, capsys):
+    real = cli.ConsoleProgress
+
+    class CtrlC(real):
+        def __call__(self, done, total, final=False):
+            if "pan.mp4" in self.label and done == 3:             # in pan.mp4's third window (1 step each)
+                raise KeyboardInterrupt
+            super().__call__(done, total, final)
+
+    monkeypatch.setattr(cli, "ConsoleProgress", CtrlC)
+    out = tmp_path / "out"
+    assert predict(models, clips, "--out", out) == 130
+    assert (out / "pan_depth.resume.safetensors").is_file() and not (out / "pan_depth.npz").exists()
+    monkeypatch.setattr(cli, "ConsoleProgress", real)
+    seen = []
+
+    class Count(real):
+        def __call__(self, done, total, final=False):
+            seen.append((self.label, done))
+
+    monkeypatch.setattr(cli, "ConsoleProgress", Count)
+    assert predict(models, clips, "--out", out) == 0
+    assert [d for label, d in seen if "pan.mp4" in label] == [3]          # only the window not done
+    assert "2 done, 0 skipped" in capsys.readouterr().out            # short.mp4 came after pan.mp4
+    same(out, uninterrupted)
+
+
+@pytest.mark.slow
+def test_ray_runs_each_video_as_one_streaming_task(models, clips, uninterrupted, tmp_path):
+    pytest.importorskip("ray", reason='--ray needs Ray (pip install "comfyui-ppd[distributed]")')
+    out = tmp_path / "ray"
+    assert predict(models, clips, "--out", out, "--ray", "--ray-workers", "2", "--device", "cpu") == 0
+    same(out, uninterrupted)
