@@ -1,0 +1,188 @@
+// Drives Chromium (playwright-core) through a running ComfyUI: for each node design and workflow it opens
+// the workflow, screenshots it, records the missing-models box, download offers, console warnings, node
+// overlaps and clipped boxes, optionally queues it and records the same after the run. Called by
+// tools/browser_check.py with one JSON config path; writes results_<mode>.json and PNGs into config.out.
+import { createRequire } from "node:module";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+
+const require = createRequire(import.meta.url);
+const { chromium } = require("playwright-core");
+const cfg = JSON.parse(readFileSync(process.argv[2], "utf8"));
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function api(path, body) {
+  const init = body === undefined ? {} : { method: "POST", body: JSON.stringify(body),
+                                          headers: { "Content-Type": "application/json" } };
+  const r = await fetch(cfg.url + path, init);
+  const text = await r.text();
+  try { return JSON.parse(text); } catch { return text; }
+}
+
+// Everything measured inside the page: node boxes (graph and DOM), overlaps, clipped boxes, dialog texts.
+function inspect(packName) {
+  const app = window.app ?? window.comfyAPI?.app?.app;
+  const visible = (el) => el && el.getClientRects().length > 0 && getComputedStyle(el).visibility !== "hidden";
+  const nodes = app.graph._nodes ?? app.graph.nodes;
+  const title = (n) => `${n.title ?? n.type}#${n.id}`;
+  const graphBoxes = nodes.filter((n) => !n.flags?.collapsed).map((n) => {
+    let b = n.boundingRect ? Array.from(n.boundingRect) : null;
+    if (!b) { const t = 30; b = [n.pos[0], n.pos[1] - t, n.size[0], n.size[1] + t]; }
+    return { name: title(n), box: b.map(Math.round) };
+  });
+  const byId = Object.fromEntries(nodes.map((n) => [String(n.id), n]));
+  const domBoxes = [...document.querySelectorAll("[data-node-id]")].filter(visible).map((el) => {
+    const r = el.getBoundingClientRect();
+    const n = byId[el.getAttribute("data-node-id")];
+    return { name: n ? title(n) : el.getAttribute("data-node-id"), box: [r.x, r.y, r.width, r.height].map(Math.round),
+             el };
+  });
+  const overlaps = (boxes) => {
+    const out = [];
+    for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+      const [a, b] = [boxes[i].box, boxes[j].box];
+      const w = Math.min(a[0] + a[2], b[0] + b[2]) - Math.max(a[0], b[0]);
+      const h = Math.min(a[1] + a[3], b[1] + b[3]) - Math.max(a[1], b[1]);
+      if (w > 1 && h > 1) out.push(`${boxes[i].name} x ${boxes[j].name}: ${Math.round(w)}x${Math.round(h)} px`);
+    }
+    return out;
+  };
+  const vue = domBoxes.length > 0;
+  const clipped = [];
+  for (const ta of document.querySelectorAll("textarea")) {
+    if (!visible(ta) || ta.scrollHeight <= ta.clientHeight + 2) continue;
+    const owner = ta.closest("[data-node-id]");
+    const n = owner ? byId[owner.getAttribute("data-node-id")] : null;
+    clipped.push(`textarea${n ? " in " + title(n) : ""} shows ${ta.clientHeight}/${ta.scrollHeight} px: ` +
+                 JSON.stringify(ta.value.slice(0, 80)));
+  }
+  for (const d of domBoxes) {
+    if (d.el.scrollHeight > d.el.clientHeight + 2) clipped.push(`node ${d.name} content ${d.el.scrollHeight} px in ${d.el.clientHeight} px`);
+  }
+  const texts = (re, max) => {
+    const found = new Set();
+    const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+    while (walker.nextNode()) {
+      const t = walker.currentNode;
+      if (!re.test(t.textContent) || !visible(t.parentElement)) continue;
+      const block = t.parentElement.closest("[role=dialog], .p-dialog, .p-toast-message, .p-panel, section, li, div");
+      found.add((block?.innerText ?? t.textContent).trim().replace(/\s+/g, " ").slice(0, 400));
+      if (found.size >= max) break;
+    }
+    return [...found];
+  };
+  const dialogs = [...document.querySelectorAll("[role=dialog], .p-dialog, .p-toast-message, .comfy-modal")]
+    .filter(visible).map((el) => el.innerText.trim().replace(/\s+/g, " ").slice(0, 1500)).filter(Boolean);
+  const buttons = [...document.querySelectorAll("button, a")].filter(visible)
+    .map((b) => b.innerText.trim()).filter((t) => /download|copy url/i.test(t));
+  const redNodes = nodes.filter((n) => n.has_errors || n.color === "#FF0000").map(title);
+  return { graph_boxes: graphBoxes, dom_boxes: domBoxes.map(({ name, box }) => ({ name, box })),
+           overlaps: overlaps(vue ? domBoxes : graphBoxes), clipped, dialogs, missing_models: texts(/models? (is|are) missing|missing models/i, 6),
+           download_offers: buttons, errors_shown: texts(/error|exception/i, 8), red_nodes: redNodes,
+           extension_urls: [...document.querySelectorAll("script")].map((s) => s.src).filter((s) => s.includes(packName)) };
+}
+
+async function closeDialogs(page) {
+  for (let i = 0; i < 3; i++) {
+    const close = page.locator(".p-dialog-close-button:visible, [aria-label=Close]:visible, button:has-text('Close'):visible");
+    if ((await close.count()) === 0) break;
+    await close.first().click({ timeout: 2000 }).catch(() => {});
+    await sleep(300);
+  }
+  await page.keyboard.press("Escape");
+}
+
+async function fitView(page) {
+  await page.evaluate(async () => {
+    const app = window.app ?? window.comfyAPI?.app?.app;
+    try { await app.extensionManager.command.execute("Comfy.Canvas.FitView"); return; } catch {}
+    try { app.canvas.ds.fitToBounds?.(app.graph.boundingRect ?? [0, 0, 2000, 1200]); } catch {}
+    app.graph.setDirtyCanvas(true, true);
+  });
+  await sleep(800);
+}
+
+async function runWorkflow(page) {
+  const before = new Set(Object.keys(await api("/history")));
+  const t0 = Date.now();
+  await page.evaluate(async () => {
+    const app = window.app ?? window.comfyAPI?.app?.app;
+    if (app.queuePrompt) return app.queuePrompt(0, 1);
+    return app.extensionManager.command.execute("Comfy.QueuePrompt");
+  });
+  let status = "timeout", messages = [];
+  while (Date.now() - t0 < cfg.timeout_ms) {
+    await sleep(1000);
+    const q = await api("/queue");
+    const history = await api("/history");
+    const fresh = Object.keys(history).filter((k) => !before.has(k));
+    const busy = (q.queue_running?.length ?? 0) + (q.queue_pending?.length ?? 0);
+    if (fresh.length && !busy) {
+      const h = history[fresh[fresh.length - 1]];
+      status = h.status?.status_str ?? "unknown";
+      messages = (h.status?.messages ?? []).filter(([k]) => k === "execution_error")
+        .map(([, m]) => `${m.node_type}: ${m.exception_type}: ${String(m.exception_message).slice(0, 300)}`);
+      break;
+    }
+    if (!fresh.length && !busy && Date.now() - t0 > 8000) { status = "not queued (validation?)"; break; }
+  }
+  if (status === "timeout") await api("/interrupt", {});
+  return { status, messages, seconds: (Date.now() - t0) / 1000 };
+}
+
+const results = [];
+const browser = await chromium.launch({
+  executablePath: cfg.chromium, headless: true,
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"],
+});
+try {
+  for (const design of cfg.designs) {
+    await api("/settings", { "Comfy.VueNodes.Enabled": design === "nodes2", "Comfy.TutorialCompleted": true,
+                             "Comfy.Workflow.ShowMissingModelsWarning": true, "Comfy.Workflow.Persist": false });
+    const context = await browser.newContext({ viewport: { width: 1600, height: 1000 } });
+    const page = await context.newPage();
+    let bucket = [];
+    page.on("console", (m) => {
+      if (m.type() === "warning" || m.type() === "error") bucket.push(`${m.type()}: ${m.text()} @ ${m.location()?.url ?? ""}`);
+    });
+    page.on("pageerror", (e) => bucket.push(`pageerror: ${e.message}`));
+    await page.goto(cfg.url, { waitUntil: "load" });
+    await page.waitForFunction(() => (window.app ?? window.comfyAPI?.app?.app)?.graph, null, { timeout: 120000 });
+    await sleep(4000);
+    await closeDialogs(page);
+    for (const wf of cfg.workflows) {
+      const stem = `${cfg.mode}_${design}_${wf.name}`;
+      const shots = [];
+      await page.evaluate(async ([graph, name]) => {
+        const app = window.app ?? window.comfyAPI?.app?.app;
+        await app.loadGraphData(graph, true, true, name);
+      }, [wf.graph, wf.name]);
+      await sleep(2500);
+      await fitView(page);
+      const open = await page.evaluate(inspect, cfg.pack_name);
+      await page.screenshot({ path: join(cfg.out, `${stem}_open.png`) });
+      shots.push(`${stem}_open.png`);
+      let run = null;
+      if (cfg.run) {
+        await closeDialogs(page);
+        run = await runWorkflow(page);
+        await sleep(3000);                             // previews, Preview 3D and video elements settle
+        Object.assign(run, await page.evaluate(inspect, cfg.pack_name));
+        await page.screenshot({ path: join(cfg.out, `${stem}_run.png`) });
+        shots.push(`${stem}_run.png`);
+      }
+      await closeDialogs(page);
+      const fromPack = bucket.filter((m) => m.includes(cfg.pack_name) || /widgets\.js|ppd/i.test(m));
+      results.push({ mode: cfg.mode, design, workflow: wf.name, open, run, console: bucket,
+                     console_from_pack: fromPack, screenshots: shots });
+      bucket = [];
+      console.log(`${stem}: missing=${open.missing_models.length} overlaps=${open.overlaps.length}` +
+                  (run ? ` run=${run.status} ${run.seconds.toFixed(1)}s overlaps=${run.overlaps.length}` : ""));
+    }
+    await context.close();
+  }
+} finally {
+  await browser.close();
+}
+writeFileSync(join(cfg.out, `results_${cfg.mode}.json`), JSON.stringify(results, null, 1));
