@@ -82,6 +82,73 @@ function inspect(packName) {
            extension_urls: [...document.querySelectorAll("script")].map((s) => s.src).filter((s) => s.includes(packName)) };
 }
 
+// Media drawn inside nodes: images loaded, videos playable, and every canvas other than the graph's own
+// (Preview 3D, point-cloud previews) sampled from a screenshot: a blank canvas has one or two colours.
+async function media(page) {
+  const found = await page.evaluate(() => {
+    const visible = (el) => el.getClientRects().length > 0;
+    const box = (el) => { const r = el.getBoundingClientRect(); return { x: r.x, y: r.y, width: r.width, height: r.height }; };
+    const onScreen = (b) => b.width > 8 && b.height > 8 && b.x >= 0 && b.y >= 0 && b.x + b.width <= innerWidth && b.y + b.height <= innerHeight;
+    const canvases = [...document.querySelectorAll("canvas")].filter((c) => visible(c) && c.id !== "graph-canvas"
+      && !c.closest(".minimap-container, [class*=minimap]")).map((c) => box(c)).filter(onScreen);
+    const images = [...document.querySelectorAll("img")].filter(visible).filter((i) => /\/(api\/)?view\?/.test(i.src))
+      .map((i) => ({ src: i.src.replace(/^.*\/view\?/, "view?"), size: `${i.naturalWidth}x${i.naturalHeight}` }));
+    const videos = [...document.querySelectorAll("video")].filter(visible)
+      .map((v) => ({ src: v.currentSrc.replace(/^.*\/view\?/, "view?"), ready: v.readyState, duration: v.duration,
+                     size: `${v.videoWidth}x${v.videoHeight}` }));
+    return { canvases, images, videos };
+  });
+  found.canvas_colours = [];
+  for (const clip of found.canvases.slice(0, 6)) {
+    const png = (await page.screenshot({ clip })).toString("base64");
+    found.canvas_colours.push(await page.evaluate(async (b64) => {
+      const img = new Image();
+      img.src = "data:image/png;base64," + b64;
+      await img.decode();
+      const c = document.createElement("canvas");
+      [c.width, c.height] = [img.width, img.height];
+      const g = c.getContext("2d");
+      g.drawImage(img, 0, 0);
+      const d = g.getImageData(0, 0, c.width, c.height).data;
+      const colours = new Set();
+      for (let i = 0; i < d.length; i += 4 * 7) colours.add((d[i] >> 3) << 10 | (d[i + 1] >> 3) << 5 | d[i + 2] >> 3);
+      return colours.size;
+    }, png));
+  }
+  found.canvases = found.canvases.map((b) => `${Math.round(b.width)}x${Math.round(b.height)}@${Math.round(b.x)},${Math.round(b.y)}`);
+  return found;
+}
+
+// The missing-models list behind the box's "Show missing models" button (1.45) or in the dialog (1.27):
+// model names, the group they are filed under, and the download / copy-URL offers.
+function missingPanel() {
+  const visible = (el) => el && el.getClientRects().length > 0;
+  const found = new Set();
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  while (walker.nextNode() && found.size < 16) {
+    const t = walker.currentNode;
+    if (!/\.(pth|pt|safetensors|ckpt)\b|unknown|download|copy url|models\//i.test(t.textContent)) continue;
+    if (!visible(t.parentElement)) continue;
+    const block = t.parentElement.closest("li, tr, [role=listitem], div");
+    found.add((block?.innerText ?? t.textContent).trim().replace(/\s+/g, " ").slice(0, 300));
+  }
+  const buttons = [...document.querySelectorAll("button, a")].filter(visible)
+    .map((b) => (b.innerText.trim() || b.getAttribute("aria-label") || b.title || "").trim())
+    .filter((t) => /download|copy url|copy link/i.test(t));
+  return { texts: [...found], download_offers: buttons };
+}
+
+async function showMissing(page, file) {
+  const button = page.locator("button:visible", { hasText: /missing models/i });
+  if ((await button.count()) > 0) {
+    await button.first().click({ timeout: 3000 }).catch(() => {});
+    await sleep(1500);
+  }
+  const panel = await page.evaluate(missingPanel);
+  if (panel.texts.length || panel.download_offers.length) await page.screenshot({ path: file });
+  return panel;
+}
+
 async function closeDialogs(page) {
   for (let i = 0; i < 3; i++) {
     const close = page.locator(".p-dialog-close-button:visible, [aria-label=Close]:visible, button:has-text('Close'):visible");
@@ -102,7 +169,10 @@ async function fitView(page) {
   await sleep(800);
 }
 
+let lastPrompt = null;                                // the page's POST /prompt answer (node_errors)
+
 async function runWorkflow(page) {
+  lastPrompt = null;
   const before = new Set(Object.keys(await api("/history")));
   const t0 = Date.now();
   await page.evaluate(async () => {
@@ -127,7 +197,10 @@ async function runWorkflow(page) {
     if (!fresh.length && !busy && Date.now() - t0 > 8000) { status = "not queued (validation?)"; break; }
   }
   if (status === "timeout") await api("/interrupt", {});
-  return { status, messages, seconds: (Date.now() - t0) / 1000 };
+  const nodeErrors = Object.entries(lastPrompt?.node_errors ?? {}).map(([id, e]) =>
+    `${e.class_type}#${id}: ${(e.errors ?? []).map((x) => x.details || x.message).join("; ").slice(0, 300)}`);
+  if (lastPrompt?.error) nodeErrors.unshift(`prompt: ${JSON.stringify(lastPrompt.error).slice(0, 300)}`);
+  return { status, messages, node_errors: nodeErrors, seconds: (Date.now() - t0) / 1000 };
 }
 
 const results = [];
@@ -139,12 +212,18 @@ const browser = await chromium.launch({
 try {
   for (const design of cfg.designs) {
     await api("/settings", { "Comfy.VueNodes.Enabled": design === "nodes2", "Comfy.TutorialCompleted": true,
-                             "Comfy.Workflow.ShowMissingModelsWarning": true, "Comfy.Workflow.Persist": false });
-    const context = await browser.newContext({ viewport: { width: 1600, height: 1000 } });
+                             "Comfy.Workflow.ShowMissingModelsWarning": true, "Comfy.Workflow.Persist": false,
+                             // full detail at the zoom that fits a whole workflow (1.45, then 1.27's name)
+                             "LiteGraph.Canvas.MinFontSizeForLOD": 0,
+                             "LiteGraph.Canvas.LowQualityRenderingZoomThreshold": 0.1 });
+    const context = await browser.newContext({ viewport: { width: 1920, height: 1200 } });
     const page = await context.newPage();
     let bucket = [];
     page.on("console", (m) => {
       if (m.type() === "warning" || m.type() === "error") bucket.push(`${m.type()}: ${m.text()} @ ${m.location()?.url ?? ""}`);
+    });
+    page.on("response", async (r) => {
+      if (r.request().method() === "POST" && /\/prompt$/.test(r.url())) lastPrompt = await r.json().catch(() => null);
     });
     page.on("pageerror", (e) => bucket.push(`pageerror: ${e.message}`));
     await page.goto(cfg.url, { waitUntil: "load" });
@@ -163,12 +242,18 @@ try {
       const open = await page.evaluate(inspect, cfg.pack_name);
       await page.screenshot({ path: join(cfg.out, `${stem}_open.png`) });
       shots.push(`${stem}_open.png`);
+      if (open.missing_models.length || open.dialogs.length) {
+        open.missing_panel = await showMissing(page, join(cfg.out, `${stem}_missing.png`));
+        if (open.missing_panel.texts.length || open.missing_panel.download_offers.length) shots.push(`${stem}_missing.png`);
+        await closeDialogs(page);
+      }
       let run = null;
       if (cfg.run) {
         await closeDialogs(page);
         run = await runWorkflow(page);
         await sleep(3000);                             // previews, Preview 3D and video elements settle
         Object.assign(run, await page.evaluate(inspect, cfg.pack_name));
+        run.media = await media(page);
         await page.screenshot({ path: join(cfg.out, `${stem}_run.png`) });
         shots.push(`${stem}_run.png`);
       }

@@ -148,6 +148,11 @@ def summary_lines(results: list[dict]) -> list[str]:
         lines.append(head)
         lines.append(f"  open: missing-models box: {o['missing_models'] or 'none'}; download offers: "
                      f"{o['download_offers']}; overlaps: {len(o['overlaps'])}; clipped: {len(o['clipped'])}")
+        panel = o.get("missing_panel")
+        if panel:
+            lines.append(f"    missing-models list: {panel['texts']}; offers: {panel['download_offers']}")
+        if o["red_nodes"]:
+            lines.append(f"    nodes drawn red: {o['red_nodes']}")
         for ov in o["overlaps"]:
             lines.append(f"    overlap: {ov}")
         for c in o["clipped"]:
@@ -160,6 +165,12 @@ def summary_lines(results: list[dict]) -> list[str]:
                 lines.append(f"    overlap: {ov}")
             for c in run["clipped"]:
                 lines.append(f"    clipped: {c}")
+            for err in run.get("node_errors", []) + run.get("messages", []):
+                lines.append(f"    error: {err}")
+            m = run.get("media", {})
+            lines.append(f"    media: images {[i['size'] for i in m.get('images', [])]}, videos "
+                         f"{[(v['size'], v['ready']) for v in m.get('videos', [])]}, canvases {m.get('canvases')} "
+                         f"with {m.get('canvas_colours')} colours")
             for text in run["dialogs"]:
                 lines.append(f"    box: {text[:300]!r}")
         for msg in r["console_from_pack"]:
@@ -182,7 +193,7 @@ def main() -> int:
     ap.add_argument("--designs", default=",".join(DESIGNS), help="comma list of classic,nodes2")
     ap.add_argument("--workflow", action="append", type=Path, help="workflow JSON (default: workflows/*.json)")
     ap.add_argument("--no-run", action="store_true", help="only open the workflows, do not queue them")
-    ap.add_argument("--timeout", type=float, default=300, help="seconds per queued workflow")
+    ap.add_argument("--timeout", type=float, default=600, help="seconds per queued workflow")
     ap.add_argument("--startup-timeout", type=float, default=180)
     ap.add_argument("--node", default="node")
     ap.add_argument("--node-path", default=os.environ.get("NODE_PATH", "/work/pw/node_modules"))
@@ -197,6 +208,7 @@ def main() -> int:
         shutil.rmtree(args.out)
     args.out.mkdir(parents=True)
 
+    signal.signal(signal.SIGTERM, signal.default_int_handler)    # a kill still stops the server and browser
     started = time.time()
     comfy = private_comfy(args.comfy_dir, args.workdir)
     modes = ("present", "absent") if args.models == "both" else (args.models,)
