@@ -57,7 +57,7 @@ function inspect(packName) {
                  JSON.stringify(ta.value.slice(0, 80)));
   }
   for (const d of domBoxes) {
-    if (d.el.scrollHeight > d.el.clientHeight + 2) clipped.push(`node ${d.name} content ${d.el.scrollHeight} px in ${d.el.clientHeight} px`);
+    if (d.el.scrollHeight > d.el.clientHeight + 12) clipped.push(`node ${d.name} content ${d.el.scrollHeight} px in ${d.el.clientHeight} px`);
   }
   const texts = (re, max) => {
     const found = new Set();
@@ -74,7 +74,7 @@ function inspect(packName) {
   const dialogs = [...document.querySelectorAll("[role=dialog], .p-dialog, .p-toast-message, .comfy-modal")]
     .filter(visible).map((el) => el.innerText.trim().replace(/\s+/g, " ").slice(0, 1500)).filter(Boolean);
   const buttons = [...document.querySelectorAll("button, a")].filter(visible)
-    .map((b) => b.innerText.trim()).filter((t) => /download|copy url/i.test(t));
+    .map((b) => b.innerText.trim()).filter((t) => /^(download( all)?( \(\?\))?|copy url|copy link)$/i.test(t));
   const redNodes = nodes.filter((n) => n.has_errors || n.color === "#FF0000").map(title);
   return { graph_boxes: graphBoxes, dom_boxes: domBoxes.map(({ name, box }) => ({ name, box })),
            overlaps: overlaps(vue ? domBoxes : graphBoxes), clipped, dialogs, missing_models: texts(/models? (is|are) missing|missing models/i, 6),
@@ -90,7 +90,8 @@ async function media(page) {
     const box = (el) => { const r = el.getBoundingClientRect(); return { x: r.x, y: r.y, width: r.width, height: r.height }; };
     const onScreen = (b) => b.width > 8 && b.height > 8 && b.x >= 0 && b.y >= 0 && b.x + b.width <= innerWidth && b.y + b.height <= innerHeight;
     const canvases = [...document.querySelectorAll("canvas")].filter((c) => visible(c) && c.id !== "graph-canvas"
-      && !c.closest(".minimap-container, [class*=minimap]")).map((c) => box(c)).filter(onScreen);
+      && !c.closest(".minimap-container, [class*=minimap]")).map((c) => box(c)).filter(onScreen)
+      .filter((b) => b.width < innerWidth * 0.8);        // not the graph canvas itself
     const images = [...document.querySelectorAll("img")].filter(visible).filter((i) => /\/(api\/)?view\?/.test(i.src))
       .map((i) => ({ src: i.src.replace(/^.*\/view\?/, "view?"), size: `${i.naturalWidth}x${i.naturalHeight}` }));
     const videos = [...document.querySelectorAll("video")].filter(visible)
@@ -134,7 +135,7 @@ function missingPanel() {
   }
   const buttons = [...document.querySelectorAll("button, a")].filter(visible)
     .map((b) => (b.innerText.trim() || b.getAttribute("aria-label") || b.title || "").trim())
-    .filter((t) => /download|copy url|copy link/i.test(t));
+    .filter((t) => /^(download( all)?( \(\?\))?|copy url|copy link)$/i.test(t));
   return { texts: [...found], download_offers: buttons };
 }
 
@@ -157,6 +158,10 @@ async function closeDialogs(page) {
     await sleep(300);
   }
   await page.keyboard.press("Escape");
+  await page.evaluate(async () => {                  // 1.45's right-hand panel (missing models, errors)
+    const app = window.app ?? window.comfyAPI?.app?.app;
+    try { await app.extensionManager.setting.set("Comfy.RightSidePanel.IsOpen", false); } catch {}
+  });
 }
 
 async function fitView(page) {
@@ -258,9 +263,7 @@ try {
         shots.push(`${stem}_run.png`);
       }
       await closeDialogs(page);
-      const fromPack = bucket.filter((m) => m.includes(cfg.pack_name) || /widgets\.js|ppd/i.test(m));
-      results.push({ mode: cfg.mode, design, workflow: wf.name, open, run, console: bucket,
-                     console_from_pack: fromPack, screenshots: shots });
+      results.push({ mode: cfg.mode, design, workflow: wf.name, open, run, console: bucket, screenshots: shots });
       bucket = [];
       console.log(`${stem}: missing=${open.missing_models.length} overlaps=${open.overlaps.length}` +
                   (run ? ` run=${run.status} ${run.seconds.toFixed(1)}s overlaps=${run.overlaps.length}` : ""));

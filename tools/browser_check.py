@@ -140,6 +140,14 @@ def check_mode(args, comfy: Path, mode: str, workflows: list[Path], out: Path) -
         server.stop()
 
 
+def from_pack(message: str) -> bool:
+    """A console line the pack caused: its extension's URL, an internal-module import, or its node names
+    (the frontend's look-ups of node ids in the online registry, blocked offline, are left out)."""
+    if "api.comfy.org" in message:
+        return False
+    return f"/extensions/{PACK_NAME}/" in message or "widgets.js" in message or "PPD" in message
+
+
 def summary_lines(results: list[dict]) -> list[str]:
     lines = []
     for r in results:
@@ -173,9 +181,11 @@ def summary_lines(results: list[dict]) -> list[str]:
                          f"with {m.get('canvas_colours')} colours")
             for text in run["dialogs"]:
                 lines.append(f"    box: {text[:300]!r}")
-        for msg in r["console_from_pack"]:
+        for msg in filter(from_pack, r["console"]):
             lines.append(f"  console (pack): {msg[:300]}")
-        lines.append(f"  console warnings/errors (all): {len(r['console'])}")
+        registry = sum("api.comfy.org/comfy-nodes/" in m for m in r["console"])
+        lines.append(f"  console warnings/errors (all): {len(r['console'])}, of which {registry} are the frontend's "
+                     "registry look-ups of node ids, blocked offline")
         lines.append(f"  screenshots: {', '.join(r['screenshots'])}")
     return lines
 
