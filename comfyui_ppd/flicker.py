@@ -18,6 +18,7 @@ or metres):
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -108,35 +109,73 @@ def measure_flicker(depth: Tensor, static: Tensor | None = None) -> FlickerRepor
     compares the pixels static in both frames. None: every pixel (a still camera).
     """
     d = _frames(depth)
-    n = d.shape[0]
     mask = _static_mask(static, d)
+    return _measure((d[t], None if mask is None else mask[t]) for t in range(d.shape[0]))
+
+
+def measure_flicker_frames(frames: Iterable[Tensor]) -> FlickerReport:
+    """measure_flicker over float depth frames (H,W) given one at a time (e.g. read from disk), every pixel
+    static; holds at most CHUNK + 1 frames, so memory does not grow with the clip. Same numbers."""
+    def checked() -> Iterator[tuple[Tensor, None]]:
+        size = None
+        for t, f in enumerate(frames):
+            if not isinstance(f, Tensor) or f.ndim != 2 or not f.is_floating_point():
+                kind = f"{f.dtype} {tuple(f.shape)}" if isinstance(f, Tensor) else type(f).__name__
+                raise InputError(f"frame {t}: expected a float depth frame (H,W), got {kind}.")
+            if size is not None and f.shape != size:
+                raise InputError(f"frame {t} is {tuple(f.shape)}, frame 0 {tuple(size)}: flicker compares frames "
+                                 "of one size.")
+            size = f.shape
+            yield f, None
+    return _measure(checked())
+
+
+def _measure(frames: Iterable[tuple[Tensor, Tensor | None]]) -> FlickerReport:
+    """The figures from (frame (H,W), static mask (H,W) or None) in order, CHUNK frame pairs at a time."""
     log_s, shift, change, residual, fraction, ranges = [], [], [], [], [], []
-    for start in range(0, n - 1, CHUNK):
-        stop = min(start + CHUNK, n - 1)
-        cur = d[start:stop].to("cpu", torch.float64)                            # (c, H, W) frames t
-        nxt = d[start + 1: stop + 1].to("cpu", torch.float64)                   # frames t + 1
-        m = torch.isfinite(cur) & torch.isfinite(nxt)
-        if mask is not None:
-            m &= mask[start:stop].cpu() & mask[start + 1: stop + 1].cpu()
-        cur, nxt = cur.nan_to_num(0, 0, 0), nxt.nan_to_num(0, 0, 0)
-        fit = fit_affine(nxt.flatten(1), cur.flatten(1), m.flatten(1))          # float64, per pair
-        s, b = fit.scale[:, 0], fit.shift[:, 0]                                 # (c,); NaN where empty
-        count = m.flatten(1).sum(1)
-        empty = count == 0
-        w = m.to(torch.float64)
-        diff = ((nxt - cur).abs() * w).flatten(1).sum(1) / count.clamp_min(1)
-        res = ((s[:, None, None] * nxt + b[:, None, None] - cur).abs() * w).flatten(1).sum(1) / count.clamp_min(1)
-        nan = torch.full_like(s, math.nan)
-        log_s.append(torch.where(empty, nan, s.clamp_min(MIN_SCALE).log()))
-        shift.append(torch.where(empty, nan, b))
-        change.append(torch.where(empty, nan, diff))
-        residual.append(torch.where(empty, nan, res))
-        fraction.append(count / m[0].numel())
-        ranges += [_spread(f[k]) for f, k in zip(cur, m) if k.any()]
+    buffer: list[tuple[Tensor, Tensor | None]] = []
+    n = 0
+    for item in frames:
+        buffer.append(item)
+        n += 1
+        if len(buffer) == CHUNK + 1:
+            ranges += _chunk(buffer, log_s, shift, change, residual, fraction)
+            buffer = buffer[-1:]                                                # frame t + 1 starts the next chunk
+    if n < 2:
+        raise InputError(f"flicker compares neighbouring frames: give at least 2 frames, got {n}.")
+    if len(buffer) > 1:
+        ranges += _chunk(buffer, log_s, shift, change, residual, fraction)
     pair_log_s, pair_b = torch.cat(log_s), torch.cat(shift)
     frame_l, frame_m = _chain(pair_log_s, pair_b)
     return FlickerReport(pair_log_s, pair_b, torch.cat(change), torch.cat(residual), torch.cat(fraction),
                          frame_l, frame_m, float(torch.tensor(ranges).median()) if ranges else math.nan)
+
+
+def _chunk(buffer: list[tuple[Tensor, Tensor | None]], log_s: list[Tensor], shift: list[Tensor],
+           change: list[Tensor], residual: list[Tensor], fraction: list[Tensor]) -> list[float]:
+    """The c = len(buffer) - 1 pairs of consecutive frames in `buffer`, appended to the per-pair lists; returns
+    the depth spreads of frames t with static pixels."""
+    d = torch.stack([f for f, _ in buffer]).to("cpu", torch.float64)           # (c + 1, H, W)
+    cur, nxt = d[:-1], d[1:]                                                    # frames t, t + 1
+    m = torch.isfinite(cur) & torch.isfinite(nxt)
+    if buffer[0][1] is not None:
+        mask = torch.stack([k for _, k in buffer if k is not None]).cpu()       # (c + 1, H, W)
+        m &= mask[:-1] & mask[1:]
+    cur, nxt = cur.nan_to_num(0, 0, 0), nxt.nan_to_num(0, 0, 0)
+    fit = fit_affine(nxt.flatten(1), cur.flatten(1), m.flatten(1))              # float64, per pair
+    s, b = fit.scale[:, 0], fit.shift[:, 0]                                     # (c,); NaN where empty
+    count = m.flatten(1).sum(1)
+    empty = count == 0
+    w = m.to(torch.float64)
+    diff = ((nxt - cur).abs() * w).flatten(1).sum(1) / count.clamp_min(1)
+    res = ((s[:, None, None] * nxt + b[:, None, None] - cur).abs() * w).flatten(1).sum(1) / count.clamp_min(1)
+    nan = torch.full_like(s, math.nan)
+    log_s.append(torch.where(empty, nan, s.clamp_min(MIN_SCALE).log()))
+    shift.append(torch.where(empty, nan, b))
+    change.append(torch.where(empty, nan, diff))
+    residual.append(torch.where(empty, nan, res))
+    fraction.append(count / m[0].numel())
+    return [_spread(f[k]) for f, k in zip(cur, m) if k.any()]
 
 
 def _chain(log_s: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:

@@ -8,25 +8,14 @@ import pytest
 from PIL import Image
 
 from comfyui_ppd import cli
-from tiny_ppvd import write_tiny_ppvd
 
 av = pytest.importorskip("av", reason="video decoding needs PyAV")
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("ppvd_models")
-    write_tiny_ppvd(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def clips(tmp_path_factory):
-    from scenes import write_example_clip
-    folder = tmp_path_factory.mktemp("clips")
-    write_example_clip(str(folder / "pan.mp4"), frames=33, height=32, width=48)    # 3 windows
-    write_example_clip(str(folder / "short.mp4"), frames=7, height=32, width=48)
-    return folder
+def clips(example_clip):
+    example_clip("stream/short.mp4", 7)
+    return example_clip("stream/pan.mp4", 33).parent                     # pan: 3 windows
 
 
 def predict(models, *args) -> int:
@@ -56,13 +45,14 @@ def same(a, b):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(models, clips, tmp_path_factory):
+def uninterrupted(ppvd_models, clips, tmp_path_factory):
     out = tmp_path_factory.mktemp("whole")
-    assert predict(models, clips, "--out", out) == 0
+    assert predict(ppvd_models, clips, "--out", out) == 0
     return out
 
 
-def test_interrupted_clip_resumes_from_its_last_window(models, clips, uninterrupted, tmp_path, monkeypatch, capsys):
+def test_interrupted_clip_resumes_from_its_last_window(ppvd_models, clips, uninterrupted, tmp_path, monkeypatch,
+                                                       capsys):
     real = cli.ConsoleProgress
 
     class CtrlC(real):
@@ -73,7 +63,7 @@ def test_interrupted_clip_resumes_from_its_last_window(models, clips, uninterrup
 
     monkeypatch.setattr(cli, "ConsoleProgress", CtrlC)
     out = tmp_path / "out"
-    assert predict(models, clips, "--out", out) == 130
+    assert predict(ppvd_models, clips, "--out", out) == 130
     assert (out / "pan_depth.resume.safetensors").is_file() and not (out / "pan_depth.npz").exists()
     monkeypatch.setattr(cli, "ConsoleProgress", real)
     seen = []
@@ -83,15 +73,31 @@ def test_interrupted_clip_resumes_from_its_last_window(models, clips, uninterrup
             seen.append((self.label, done))
 
     monkeypatch.setattr(cli, "ConsoleProgress", Count)
-    assert predict(models, clips, "--out", out) == 0
+    assert predict(ppvd_models, clips, "--out", out) == 0
     assert [d for label, d in seen if "pan.mp4" in label] == [3]          # only the window not done
     assert "2 done, 0 skipped" in capsys.readouterr().out            # short.mp4 came after pan.mp4
     same(out, uninterrupted)
 
 
 @pytest.mark.slow
-def test_ray_runs_each_video_as_one_streaming_task(models, clips, uninterrupted, tmp_path):
+def test_ray_runs_each_video_as_one_streaming_task(ppvd_models, clips, uninterrupted, tmp_path):
     pytest.importorskip("ray", reason='--ray needs Ray (pip install "comfyui-ppd[distributed]")')
     out = tmp_path / "ray"
-    assert predict(models, clips, "--out", out, "--ray", "--ray-workers", "2", "--device", "cpu") == 0
+    assert predict(ppvd_models, clips, "--out", out, "--ray", "--ray-workers", "2", "--device", "cpu") == 0
     same(out, uninterrupted)
+
+
+def test_flicker_streamed_from_disk_equals_the_whole_clip_figures(ppvd_models, clips, tmp_path):
+    """--flicker reads the raw depth back frame by frame; its figures equal measure_flicker on the whole clip."""
+    import json
+
+    import torch
+
+    from comfyui_ppd.families.ppvd.steps import flicker_report, flicker_text
+    out = tmp_path / "out"
+    assert predict(ppvd_models, clips / "pan.mp4", "--out", out, "--flicker") == 0
+    whole = flicker_report(torch.from_numpy(np.load(out / "pan_depth.npz")["depth"]))
+    assert whole is not None and len(whole.change) == 32                     # 2 chunks of pairs
+    assert json.loads((out / "pan_flicker.json").read_text()) == json.loads(json.dumps(
+        {"summary": whole.summary, **whole.as_dict()}))
+    assert (out / "pan_flicker.txt").read_text() == "\n\n".join(flicker_text(whole)) + "\n"

@@ -26,11 +26,12 @@ from torch import Tensor
 
 from ... import imaging
 from ...errors import InputError
+from ...flicker import measure_flicker_frames
 from ...io import images
 from ...io.files import atomic_write
 from ...io.video import DecodeError, VideoSource, VideoWriter
 from .pipeline import VideoDepthPipeline
-from .steps import flicker_report, flicker_text, long_video_warning, video_noise, video_output_paths
+from .steps import flicker_text, long_video_warning, video_noise, video_output_paths
 from .stream import Carry, ProgressCallback, stream_depth, windows_for
 
 STATE_VERSION = "1"
@@ -254,8 +255,9 @@ def predict_video_file(pipe: VideoDepthPipeline, path: Path, out_dir: Path, *, s
     written = write_outputs(done, work, out_dir, stem, source.fps, preview)
     out: dict = {"frames": done.carry.written, "size": done.size, "fps": source.fps, "paths": written}
     if flicker:
-        clip = np.memmap(work["raw"], dtype=np.float32, mode="c", shape=(done.carry.written, *done.size))
-        report = flicker_report(torch.from_numpy(clip))                  # pages of the whole clip: --flicker only
+        n = done.carry.written                         # read back frame by frame: CHUNK + 1 frames in memory
+        frames = (torch.from_numpy(f) for f in raw_frames(work["raw"], n, done.size))
+        report = measure_flicker_frames(frames) if n >= 2 else None
         summary, table = flicker_text(report)
         data = {"summary": summary, **(report.as_dict() if report is not None else {})}
         atomic_write(extra["flicker_json"], lambda f: f.write(json.dumps(data, indent=1).encode()), True)
