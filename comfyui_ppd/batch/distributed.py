@@ -1,6 +1,7 @@
 """`predict --ray`: the batch job as a Ray Data pipeline (paths -> decode -> model actors -> write).
 
-- decode: Ray tasks run the processor's `load` (image decode + resize; a video gives one row per frame);
+- decode: Ray tasks run the processor's `load` (image decode + resize; a video gives one row per frame, streamed
+  as decoded, one task per video holding a block of frames at most);
 - model: an actor pool (`map_batches`), one model copy per GPU (num_gpus=1) or per CPU worker;
   a batch may mix processing sizes, the actor runs each size separately (results do not depend on batching);
 - write: Ray tasks run the processor's `write` (atomic files, existing ones kept unless --overwrite).
@@ -17,6 +18,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -42,19 +44,26 @@ def _item(row: dict) -> Item:
     return Item(int(row["index"]), Path(row["path"]), PurePosixPath(row["stem"]), row["kind"])
 
 
-def decode(row: dict, processor: Any) -> list[dict]:
-    """One input -> one row per sample (image bytes, processing size); a bad file gives one error row."""
-    item, rows = _item(row), []
+def decode(row: dict, processor: Any) -> Iterator[dict]:
+    """One input -> one row per sample (image bytes, processing size), yielded as each is loaded: a video streams
+    frame by frame (Ray Data ships them in blocks of at most its target block size), it is never held whole. The
+    last sample's `count` says how many there are; a bad file gives an error row (after the frames before it)."""
+    item, last = _item(row), None
     try:
         for tag, _key, payload in processor.load(item):
+            if last is not None:
+                yield last
             x = payload["image"].numpy()
-            rows.append({**row, "tag": tag, "image": x.tobytes(), "shape": list(x.shape),
-                         "in_size": list(payload["input_size"]), "error": "", "count": 0})
+            last = {**row, "tag": tag, "image": x.tobytes(), "shape": list(x.shape),
+                    "in_size": list(payload["input_size"]), "error": "", "count": 0}
     except Exception as e:                                  # noqa: BLE001 - reported in the summary
-        return [{**row, "tag": -1, "image": b"", "shape": [0, 0, 0, 0], "in_size": [0, 0],
-                 "error": error_message(e), "count": 0}]
-    rows[-1]["count"] = len(rows)                           # the last sample says how many there are
-    return rows
+        if last is not None:
+            yield last
+        yield {**row, "tag": -1, "image": b"", "shape": [0, 0, 0, 0], "in_size": [0, 0],
+               "error": error_message(e), "count": 0}
+        return
+    if last is not None:                                    # (a video without frames raised above)
+        yield {**last, "count": int(last["tag"]) + 1}
 
 
 def _payload(row: dict) -> dict:

@@ -103,3 +103,22 @@ def test_ray_runs_the_images_and_the_driver_runs_videos_with_the_video_model(ray
     got, want = output_files(tmp_path / "ray"), output_files(tmp_path / "seq")
     assert "s0/pan_depth.npz" in got and got.keys() == want.keys()
     assert all(got[k] == want[k] for k in got)                                 # byte-equal, the preview too
+
+
+def test_a_video_through_the_image_model_per_frame_streams_to_the_sequential_files(ray_session, models, tmp_path,
+                                                                                   capsys):
+    """No video model: under --ray the video's frames stream out of one decode task (batch.distributed.decode) to
+    the frame files and manifest of the sequential run."""
+    pytest.importorskip("av", reason="PyAV (pip install av) is needed to write the test video")
+    from scenes import write_example_clip
+    (tmp_path / "in").mkdir()
+    write_example_clip(str(tmp_path / "in" / "pan.mp4"), frames=6, height=32, width=48)
+    common = ("--models-dir", models["dit"].parent, "--area", AREA, "--steps", STEPS, "--no-progress")
+    assert main(["predict", str(tmp_path / "in"), "--out", str(tmp_path / "seq"), *map(str, common)]) == 0
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "in"), "--out", str(tmp_path / "ray"), "--ray", "--ray-workers", "1",
+                 *map(str, common)]) == 0
+    text = capsys.readouterr().out
+    assert counts(text) == {"total": 1, "done": 1, "skipped": 0, "failed": 0, "samples": 6}
+    got, want = output_files(tmp_path / "ray"), output_files(tmp_path / "seq")
+    assert "pan/frames.json" in got and "pan/frame_000005_depth.npy" in got and got == want
