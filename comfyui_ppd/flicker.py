@@ -132,29 +132,29 @@ def measure_flicker_frames(frames: Iterable[Tensor]) -> FlickerReport:
 
 def _measure(frames: Iterable[tuple[Tensor, Tensor | None]]) -> FlickerReport:
     """The figures from (frame (H,W), static mask (H,W) or None) in order, CHUNK frame pairs at a time."""
-    log_s, shift, change, residual, fraction, ranges = [], [], [], [], [], []
+    parts: list[dict[str, Tensor]] = []
+    ranges: list[float] = []
     buffer: list[tuple[Tensor, Tensor | None]] = []
     n = 0
     for item in frames:
         buffer.append(item)
         n += 1
         if len(buffer) == CHUNK + 1:
-            ranges += _chunk(buffer, log_s, shift, change, residual, fraction)
+            parts.append(_chunk(buffer, ranges))
             buffer = buffer[-1:]                                                # frame t + 1 starts the next chunk
     if n < 2:
         raise InputError(f"flicker compares neighbouring frames: give at least 2 frames, got {n}.")
     if len(buffer) > 1:
-        ranges += _chunk(buffer, log_s, shift, change, residual, fraction)
-    pair_log_s, pair_b = torch.cat(log_s), torch.cat(shift)
-    frame_l, frame_m = _chain(pair_log_s, pair_b)
-    return FlickerReport(pair_log_s, pair_b, torch.cat(change), torch.cat(residual), torch.cat(fraction),
-                         frame_l, frame_m, float(torch.tensor(ranges).median()) if ranges else math.nan)
+        parts.append(_chunk(buffer, ranges))
+    pairs = {k: torch.cat([part[k] for part in parts]) for k in parts[0]}
+    frame_l, frame_m = _chain(pairs["pair_log_scale"], pairs["pair_shift"])
+    return FlickerReport(**pairs, frame_log_scale=frame_l, frame_shift=frame_m,
+                         depth_range=float(torch.tensor(ranges).median()) if ranges else math.nan)
 
 
-def _chunk(buffer: list[tuple[Tensor, Tensor | None]], log_s: list[Tensor], shift: list[Tensor],
-           change: list[Tensor], residual: list[Tensor], fraction: list[Tensor]) -> list[float]:
-    """The c = len(buffer) - 1 pairs of consecutive frames in `buffer`, appended to the per-pair lists; returns
-    the depth spreads of frames t with static pixels."""
+def _chunk(buffer: list[tuple[Tensor, Tensor | None]], ranges: list[float]) -> dict[str, Tensor]:
+    """FlickerReport's per-pair figures (c,) of the c = len(buffer) - 1 consecutive pairs in `buffer`; appends the
+    depth spread of each frame t with static pixels to `ranges`."""
     d = torch.stack([f for f, _ in buffer]).to("cpu", torch.float64)           # (c + 1, H, W)
     cur, nxt = d[:-1], d[1:]                                                    # frames t, t + 1
     m = torch.isfinite(cur) & torch.isfinite(nxt)
@@ -170,12 +170,10 @@ def _chunk(buffer: list[tuple[Tensor, Tensor | None]], log_s: list[Tensor], shif
     diff = ((nxt - cur).abs() * w).flatten(1).sum(1) / count.clamp_min(1)
     res = ((s[:, None, None] * nxt + b[:, None, None] - cur).abs() * w).flatten(1).sum(1) / count.clamp_min(1)
     nan = torch.full_like(s, math.nan)
-    log_s.append(torch.where(empty, nan, s.clamp_min(MIN_SCALE).log()))
-    shift.append(torch.where(empty, nan, b))
-    change.append(torch.where(empty, nan, diff))
-    residual.append(torch.where(empty, nan, res))
-    fraction.append(count / m[0].numel())
-    return [_spread(f[k]) for f, k in zip(cur, m) if k.any()]
+    ranges += [_spread(f[k]) for f, k in zip(cur, m) if k.any()]
+    return {"pair_log_scale": torch.where(empty, nan, s.clamp_min(MIN_SCALE).log()),
+            "pair_shift": torch.where(empty, nan, b), "change": torch.where(empty, nan, diff),
+            "residual": torch.where(empty, nan, res), "static_fraction": count / m[0].numel()}
 
 
 def _chain(log_s: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
