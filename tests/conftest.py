@@ -53,7 +53,7 @@ def image_file(tmp_path):
 
 @pytest.fixture()
 def comfy_env(pack, tmp_path, monkeypatch):
-    """ComfyUI's modules (real or fake) pointed at a fresh folder tree with tiny models in models/ppd."""
+    """The real ComfyUI's modules pointed at a fresh folder tree with tiny models in models/ppd."""
     import comfy.model_management as mm
     import comfy.utils
     import folder_paths
