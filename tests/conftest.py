@@ -41,6 +41,15 @@ def models(tmp_path_factory):
     return write_tiny_models(tmp_path_factory.mktemp("models"))
 
 
+@pytest.fixture(scope="session")
+def ppvd_models(tmp_path_factory):
+    """A folder with tiny random ppvd.pth and pi3.safetensors in the official layouts (the video model)."""
+    from tiny_ppvd import write_tiny_ppvd
+    folder = tmp_path_factory.mktemp("ppvd_models")
+    write_tiny_ppvd(folder)
+    return folder
+
+
 @pytest.fixture()
 def image_file(tmp_path):
     """A 50x70 RGB PNG of noise."""

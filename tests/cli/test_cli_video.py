@@ -14,13 +14,6 @@ av = pytest.importorskip("av", reason="video decoding needs PyAV")
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("ppvd_models")
-    write_tiny_ppvd(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     from scenes import write_example_clip
     path = tmp_path_factory.mktemp("clip") / "pan.mp4"
@@ -28,14 +21,14 @@ def clip(tmp_path_factory):
     return path
 
 
-def predict(models, *args) -> int:
-    return cli.main(["predict", *map(str, args), "--models-dir", str(models), "--process-size", "32x32",
+def predict(ppvd_models, *args) -> int:
+    return cli.main(["predict", *map(str, args), "--models-dir", str(ppvd_models), "--process-size", "32x32",
                      "--steps", "1", "--no-progress"])
 
 
-def test_video_file_writes_png16_sequence_preview_and_npz(models, clip, tmp_path, capsys):
+def test_video_file_writes_png16_sequence_preview_and_npz(ppvd_models, clip, tmp_path, capsys):
     out = tmp_path / "out"
-    assert predict(models, clip, "--out", out, "--flicker") == 0
+    assert predict(ppvd_models, clip, "--out", out, "--flicker") == 0
     raw = np.load(out / "pan_depth.npz")
     depth = raw["depth"]
     assert depth.shape == (5, 32, 48) and depth.dtype == np.float32 and float(raw["fps"]) == 12
@@ -53,37 +46,37 @@ def test_video_file_writes_png16_sequence_preview_and_npz(models, clip, tmp_path
     assert (out / "pan_flicker.json").is_file() and "flicker over 4" in (out / "pan_flicker.txt").read_text()
 
 
-def test_existing_outputs_are_refused_before_any_work(models, clip, tmp_path, capsys):
+def test_existing_outputs_are_refused_before_any_work(ppvd_models, clip, tmp_path, capsys):
     """A partial set of a video's outputs is never replaced without --overwrite: the item fails (exit 1), named
     in the summary, and nothing is written."""
     out = tmp_path / "out"
     (out / "pan_depth16").mkdir(parents=True)
     (out / "pan_depth16" / "pan_00003.png").write_bytes(b"mine")
-    assert predict(models, clip, "--out", out) == 1
+    assert predict(ppvd_models, clip, "--out", out) == 1
     assert "already exist" in capsys.readouterr().out
     assert sorted(p.name for p in out.rglob("*") if p.is_file()) == ["pan_00003.png"]
 
 
-def test_a_finished_video_is_skipped_on_a_rerun(models, clip, tmp_path, capsys):
+def test_a_finished_video_is_skipped_on_a_rerun(ppvd_models, clip, tmp_path, capsys):
     out = tmp_path / "out"
-    assert predict(models, clip, "--out", out) == 0
+    assert predict(ppvd_models, clip, "--out", out) == 0
     stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     capsys.readouterr()
-    assert predict(models, clip, "--out", out) == 0
+    assert predict(ppvd_models, clip, "--out", out) == 0
     assert "1 item(s): 0 done, 1 skipped" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == stamps
 
 
-def test_undecodable_video_is_a_clear_error(models, tmp_path, capsys):
+def test_undecodable_video_is_a_clear_error(ppvd_models, tmp_path, capsys):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"\x00" * 1000)
-    assert predict(models, bad, "--out", tmp_path / "out") == 1          # the item fails, reported in the summary
+    assert predict(ppvd_models, bad, "--out", tmp_path / "out") == 1          # the item fails, reported in the summary
     text = capsys.readouterr().out
     assert "could not decode the video" in text and "Traceback" not in text
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_missing_pyav_says_how_to_install(models, clip, tmp_path, capsys, monkeypatch):
+def test_missing_pyav_says_how_to_install(ppvd_models, clip, tmp_path, capsys, monkeypatch):
     real = builtins.__import__
 
     def no_av(name, *args, **kwargs):
@@ -92,7 +85,7 @@ def test_missing_pyav_says_how_to_install(models, clip, tmp_path, capsys, monkey
         return real(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", no_av)
-    assert predict(models, clip, "--out", tmp_path / "out") == 1
+    assert predict(ppvd_models, clip, "--out", tmp_path / "out") == 1
     text = capsys.readouterr().out
     assert "needs PyAV" in text and "pip install av" in text
 

@@ -8,16 +8,8 @@ import pytest
 from PIL import Image
 
 from comfyui_ppd import cli
-from tiny_ppvd import write_tiny_ppvd
 
 av = pytest.importorskip("av", reason="video decoding needs PyAV")
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("ppvd_models")
-    write_tiny_ppvd(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -29,8 +21,8 @@ def clips(tmp_path_factory):
     return folder
 
 
-def predict(models, *args) -> int:
-    return cli.main(["predict", *map(str, args), "--models-dir", str(models), "--process-size", "48x32",
+def predict(ppvd_models, *args) -> int:
+    return cli.main(["predict", *map(str, args), "--models-dir", str(ppvd_models), "--process-size", "48x32",
                      "--steps", "1", "--no-progress"])
 
 
@@ -56,13 +48,14 @@ def same(a, b):
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(models, clips, tmp_path_factory):
+def uninterrupted(ppvd_models, clips, tmp_path_factory):
     out = tmp_path_factory.mktemp("whole")
-    assert predict(models, clips, "--out", out) == 0
+    assert predict(ppvd_models, clips, "--out", out) == 0
     return out
 
 
-def test_interrupted_clip_resumes_from_its_last_window(models, clips, uninterrupted, tmp_path, monkeypatch, capsys):
+def test_interrupted_clip_resumes_from_its_last_window(ppvd_models, clips, uninterrupted, tmp_path, monkeypatch,
+                                                       capsys):
     real = cli.ConsoleProgress
 
     class CtrlC(real):
@@ -73,7 +66,7 @@ def test_interrupted_clip_resumes_from_its_last_window(models, clips, uninterrup
 
     monkeypatch.setattr(cli, "ConsoleProgress", CtrlC)
     out = tmp_path / "out"
-    assert predict(models, clips, "--out", out) == 130
+    assert predict(ppvd_models, clips, "--out", out) == 130
     assert (out / "pan_depth.resume.safetensors").is_file() and not (out / "pan_depth.npz").exists()
     monkeypatch.setattr(cli, "ConsoleProgress", real)
     seen = []
@@ -83,15 +76,15 @@ def test_interrupted_clip_resumes_from_its_last_window(models, clips, uninterrup
             seen.append((self.label, done))
 
     monkeypatch.setattr(cli, "ConsoleProgress", Count)
-    assert predict(models, clips, "--out", out) == 0
+    assert predict(ppvd_models, clips, "--out", out) == 0
     assert [d for label, d in seen if "pan.mp4" in label] == [3]          # only the window not done
     assert "2 done, 0 skipped" in capsys.readouterr().out            # short.mp4 came after pan.mp4
     same(out, uninterrupted)
 
 
 @pytest.mark.slow
-def test_ray_runs_each_video_as_one_streaming_task(models, clips, uninterrupted, tmp_path):
+def test_ray_runs_each_video_as_one_streaming_task(ppvd_models, clips, uninterrupted, tmp_path):
     pytest.importorskip("ray", reason='--ray needs Ray (pip install "comfyui-ppd[distributed]")')
     out = tmp_path / "ray"
-    assert predict(models, clips, "--out", out, "--ray", "--ray-workers", "2", "--device", "cpu") == 0
+    assert predict(ppvd_models, clips, "--out", out, "--ray", "--ray-workers", "2", "--device", "cpu") == 0
     same(out, uninterrupted)
