@@ -53,7 +53,7 @@ def image_file(tmp_path):
 
 @pytest.fixture()
 def comfy_env(pack, tmp_path, monkeypatch):
-    """ComfyUI's modules (real or fake) pointed at a fresh folder tree with tiny models in models/ppd."""
+    """The real ComfyUI's modules pointed at a fresh folder tree with tiny models in models/ppd."""
     import comfy.model_management as mm
     import comfy.utils
     import folder_paths
@@ -86,3 +86,23 @@ def cancel_at_check(comfy_env, monkeypatch):
 
         monkeypatch.setattr(comfy_env.mm, "throw_exception_if_processing_interrupted", check)
     return arm
+
+
+@pytest.fixture()
+def progress_seen(comfy_env, monkeypatch):
+    """progress_seen(cancel_at=None): the list that records every (value, total) the node's progress bar is set
+    to; the user presses Cancel when it is set to `cancel_at`."""
+    def watch(cancel_at: int | None = None) -> list[tuple[int, int | None]]:
+        seen: list[tuple[int, int | None]] = []
+        real = comfy_env.ProgressBar.update_absolute
+
+        def update(self, value, total=None, preview=None):
+            seen.append((value, total))
+            if value == cancel_at:
+                comfy_env.mm.interrupt_current_processing(True)
+            return real(self, value, total, preview)
+
+        monkeypatch.setattr(comfy_env.ProgressBar, "update_absolute", update)
+        return seen
+    yield watch
+    comfy_env.mm.interrupt_current_processing(False)

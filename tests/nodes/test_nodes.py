@@ -163,25 +163,13 @@ def test_interrupt_in_the_middle_of_a_save_leaves_whole_files(pack, depth_packet
     assert sorted(p.name for p in folder.iterdir()) == ["cut_00001_.png", "cut_00001_96x64.npy"]
 
 
-def test_interrupt_stops_sampling_between_steps(pack, comfy_env):
+def test_interrupt_stops_sampling_between_steps(pack, comfy_env, progress_seen):
     model, _ = node(pack, "PPD_LoadModel").load("ppd.pth", "depth_anything_v2_vitl.pth", "auto")["result"]
     sem, = node(pack, "PPD_SemanticEncoder").encode(model, torch.rand(1, 32, 32, 3), "custom long side", 64)
-    real_update = comfy_env.ProgressBar.update_absolute
-    seen = []
-
-    def update(self, value, total=None, preview=None):
-        seen.append(value)
-        comfy_env.mm.interrupt_current_processing(True)                 # the user presses Cancel
-        return real_update(self, value, total, preview)
-
-    pytest.MonkeyPatch().setattr(comfy_env.ProgressBar, "update_absolute", update)
-    try:
-        with pytest.raises(comfy_env.InterruptProcessingException):
-            node(pack, "PPD_DepthSampler").sample(model, sem, 4, 0)
-    finally:
-        comfy_env.ProgressBar.update_absolute = real_update
-        comfy_env.mm.interrupt_current_processing(False)
-    assert seen == [0]          # the bar shows 0 at once; Cancel pressed then stops before the first step ends
+    seen = progress_seen(cancel_at=0)                                   # the user presses Cancel
+    with pytest.raises(comfy_env.InterruptProcessingException):
+        node(pack, "PPD_DepthSampler").sample(model, sem, 4, 0)
+    assert [v for v, _ in seen] == [0]      # the bar shows 0 at once; Cancel then stops before the first step ends
 
 
 def test_ensemble_output_has_spread(pack, comfy_env):

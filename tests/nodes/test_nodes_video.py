@@ -76,22 +76,10 @@ def test_outputs_match_the_image_sampler_and_the_pipeline(pack, comfy_env, video
     assert torch.equal(depth_video.get_components().images, depth_image) and files == ""     # frames: in memory
 
 
-def test_progress_per_window_and_step_and_cancel_between_steps(pack, comfy_env, video_model, monkeypatch):
-    seen = []
-    real = comfy_env.ProgressBar.update_absolute
-
-    def update(self, value, total=None, preview=None):
-        seen.append((value, total))
-        if value == 3:
-            comfy_env.mm.interrupt_current_processing(True)                # Cancel during window 2
-        return real(self, value, total, preview)
-
-    monkeypatch.setattr(comfy_env.ProgressBar, "update_absolute", update)
-    try:
-        with pytest.raises(comfy_env.InterruptProcessingException):
-            run(pack, video_model, frames(20), steps=2)                     # 2 windows x 2 evaluations
-    finally:
-        comfy_env.mm.interrupt_current_processing(False)
+def test_progress_per_window_and_step_and_cancel_between_steps(pack, comfy_env, video_model, progress_seen):
+    seen = progress_seen(cancel_at=3)                                       # Cancel during window 2
+    with pytest.raises(comfy_env.InterruptProcessingException):
+        run(pack, video_model, frames(20), steps=2)                         # 2 windows x 2 evaluations
     assert seen == [(0, 4), (1, 4), (2, 4), (3, 4)]               # 0 at once; stopped before the 4th step
 
 
@@ -178,22 +166,10 @@ def test_video_input_streams_to_a_depth_video_and_files(pack, comfy_env, video_m
 
 
 def test_video_input_progress_per_window_and_cancel_leaves_nothing(pack, comfy_env, video_model, clip,
-                                                                   monkeypatch):
-    seen = []
-    real = comfy_env.ProgressBar.update_absolute
-
-    def update(self, value, total=None, preview=None):
-        seen.append((value, total))
-        if value == 1:
-            comfy_env.mm.interrupt_current_processing(True)                # Cancel during window 2
-        return real(self, value, total, preview)
-
-    monkeypatch.setattr(comfy_env.ProgressBar, "update_absolute", update)
-    try:
-        with pytest.raises(comfy_env.InterruptProcessingException):
-            stream(pack, comfy_env, video_model, clip)
-    finally:
-        comfy_env.mm.interrupt_current_processing(False)
+                                                                   progress_seen):
+    seen = progress_seen(cancel_at=1)                                       # Cancel during window 2
+    with pytest.raises(comfy_env.InterruptProcessingException):
+        stream(pack, comfy_env, video_model, clip)
     assert seen == [(0, 2), (1, 2)]                     # 0 of 2 windows at once, then window 1; stopped in window 2
     folder = Path(comfy_env.folder_paths.get_output_directory()) / "ppd_video"
     assert not [p for p in folder.iterdir() if p.is_file()]                      # working files removed

@@ -2,8 +2,9 @@
 
 Every scene is ray-cast exactly through the pixel centres (u + 0.5, v + 0.5) of a pinhole camera
 with the principal point at the image centre, the convention of ``comfyui_ppd.depth3d``. Depth is
-the z coordinate (metres, OpenCV frame). ``python -m tests.scenes`` prints the blur table, the metric
-alignment table and the outlier-filter table (README); ``python -m tests.scenes --flicker`` the flicker table.
+the z coordinate (metres, OpenCV frame). ``python -m tests.support.scenes`` prints the blur table, the metric
+alignment table and the outlier-filter table (docs/metric-geometry.md); ``python -m tests.support.scenes --flicker``
+the flicker table (docs/video-and-flicker.md).
 """
 from __future__ import annotations
 
