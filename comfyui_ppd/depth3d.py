@@ -59,7 +59,7 @@ def camera_intrinsics(height: int, width: int, *, fov_deg: float = 60.0,
     return torch.tensor([[f, 0.0, width / 2], [0.0, f, height / 2], [0.0, 0.0, 1.0]], dtype=torch.float64)
 
 
-def pixel_intrinsics(K: torch.Tensor, height: int, width: int, source_size: tuple[int, int]) -> torch.Tensor:
+def pixel_intrinsics(K: torch.Tensor, height: int, width: int, source_size: tuple[float, float]) -> torch.Tensor:
     """(3, 3) float64 pixel intrinsics for a ``height`` x ``width`` grid from a K of another grid.
 
     Normalised intrinsics (fx / W, fy / H, cx = cy = 0.5, pixel centres at (u + 0.5) / W, our convention,
