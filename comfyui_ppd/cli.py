@@ -412,8 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--dir", help="target folder (default: the first models folder)")
     d.add_argument("--models-dir", help="folder searched first for model files")
 
-    sub.add_parser("bench", help="benchmarks on random weights: bench image|video|throughput (see `bench --help`)",
-                   add_help=False)
+    sub.add_parser("bench", add_help=False,
+                   help="benchmarks on random weights: bench image|video|throughput|stream (see `bench --help`)")
     return parser
 
 

@@ -1,6 +1,6 @@
 """`python -m comfyui_ppd bench stream`: peak memory of `predict clip.mp4` against the clip's length.
 
-Writes tiny random video models (bench_video's `tiny` sizes) and synthetic clips of each `--frames` count,
+Writes tiny random video models (`bench video`'s `tiny` sizes) and synthetic clips of each `--frames` count,
 then runs `python -m comfyui_ppd predict clip.mp4` in a fresh process per clip and reports that process's
 peak RSS (getrusage of a one-child wrapper) and wall time. `--checkout DIR` measures another checkout of the
 pack the same way in the same run (e.g. a `git worktree` of the commit before streaming), for a before/after.
