@@ -14,7 +14,9 @@ import json
 import os
 import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from concurrent import futures
+from contextlib import closing
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import cast
 
@@ -29,8 +31,9 @@ from ...errors import InputError
 from ...flicker import measure_flicker_frames
 from ...io import images
 from ...io.files import atomic_write
+from ...io.overlap import WriteBehind, read_ahead
 from ...io.video import DecodeError, VideoSource, VideoWriter
-from .pipeline import VideoDepthPipeline
+from .pipeline import WINDOW, VideoDepthPipeline
 from .steps import flicker_text, long_video_warning, video_noise, video_output_paths
 from .stream import Carry, ProgressCallback, stream_depth, windows_for
 
@@ -116,22 +119,28 @@ def run_windows(pipe: VideoDepthPipeline, source: VideoSource, work: dict[str, P
     if done is None:
         raw.parent.mkdir(parents=True, exist_ok=True)
         raw.write_bytes(b"")
-    with open(raw, "r+b") as f:
+    with open(raw, "r+b") as f, WriteBehind() as behind:      # window w is written while window w+1 runs
         if done is not None:                    # drop what a window that did not finish appended
             f.truncate(done.carry.written * done.size[0] * done.size[1] * 4)
         f.seek(0, os.SEEK_END)
+
+        def persist(depth: np.ndarray, state: Progress) -> None:
+            f.write(depth.tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+            save_state(work["state"], state, fingerprint, source.fps, False)
+
         try:
-            for w in stream_depth(pipe, source.frames(carry.next_frame), video_noise(pipe, seed), steps, carry,
-                                  progress, total):
-                if done is None:
-                    done = Progress(w.carry, (w.depth.shape[1], w.depth.shape[2]))
-                f.write(w.depth.numpy().tobytes())
-                f.flush()
-                os.fsync(f.fileno())
-                done.carry = w.carry
-                done.update(w.depth)
-                save_state(work["state"], done, fingerprint, source.fps, False)
+            with closing(read_ahead(source.frames(carry.next_frame), WINDOW)) as frames:   # next window decodes
+                for w in stream_depth(pipe, frames, video_noise(pipe, seed), steps, carry, progress, total):
+                    if done is None:
+                        done = Progress(w.carry, (w.depth.shape[1], w.depth.shape[2]))
+                    done.carry = w.carry
+                    done.update(w.depth)
+                    behind.submit(persist, w.depth.numpy(), replace(done))
+            behind.finish()
         except DecodeError as e:
+            futures.wait(behind.pending)
             kept = done.carry.written if done else 0
             raise DecodeError(f"{e} The depth of frames 0..{kept - 1} is kept in {raw.name}; a run on the repaired "
                               "file starts again.", e.frame) from e
@@ -184,11 +193,13 @@ def write_outputs(done: Progress, work: dict[str, Path], out_dir: Path, stem: st
     lo, hi = torch.tensor(done.lo, dtype=torch.float32), torch.tensor(done.hi, dtype=torch.float32)
     writer = VideoWriter(cast(Path, paths["preview"]), fps, overwrite=True) if preview else None
     try:
-        for path, depth in zip(cast(list[Path], paths["png16"]), raw_frames(work["raw"], n, done.size)):
-            grey = imaging.normalize_range(torch.from_numpy(depth), lo, hi)                   # far = 1
-            images.write_png16(path, (1 - grey).numpy(), overwrite=True)
-            if writer is not None:
-                writer.write(preview_frame(grey, preview or "colormap"))
+        with WriteBehind(limit=4) as pngs:                      # PNG encoding beside the preview's encoding
+            for path, depth in zip(cast(list[Path], paths["png16"]), raw_frames(work["raw"], n, done.size)):
+                grey = imaging.normalize_range(torch.from_numpy(depth), lo, hi)                   # far = 1
+                pngs.submit(images.write_png16, path, (1 - grey).numpy(), True)
+                if writer is not None:
+                    writer.write(preview_frame(grey, preview or "colormap"))
+            pngs.finish()
     except BaseException:
         if writer is not None:
             writer.abort()
