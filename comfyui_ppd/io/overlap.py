@@ -8,7 +8,7 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 _END = object()
@@ -20,24 +20,15 @@ def read_ahead(items: Iterator[T], count: int) -> Iterator[T]:
     box: queue.Queue = queue.Queue(maxsize=count)
     stop = threading.Event()
 
-    def put(entry: tuple[Any, BaseException | None]) -> bool:
-        while not stop.is_set():
-            try:
-                box.put(entry, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
     def produce() -> None:
         try:
             for item in items:
-                if not put((item, None)):
-                    break
-            else:
-                put((_END, None))
+                box.put((item, None))                      # blocks while `count` items wait (no polling)
+                if stop.is_set():
+                    return
+            box.put((_END, None))
         except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
-            put((_END, e))
+            box.put((_END, e))
         finally:
             close = getattr(items, "close", None)
             if close is not None:
@@ -55,7 +46,13 @@ def read_ahead(items: Iterator[T], count: int) -> Iterator[T]:
             yield item
     finally:
         stop.set()
-        thread.join()
+        while thread.is_alive():                           # empty the queue so a waiting put returns
+            try:
+                while True:
+                    box.get_nowait()
+            except queue.Empty:
+                pass
+            thread.join(0.01)
 
 
 class WriteBehind:
