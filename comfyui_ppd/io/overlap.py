@@ -6,7 +6,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
@@ -14,7 +14,7 @@ T = TypeVar("T")
 _END = object()
 
 
-def read_ahead(items: Iterator[T], count: int) -> Iterator[T]:
+def read_ahead(items: Iterator[T], count: int) -> Generator[T, None, None]:
     """The items of `items`, produced on a helper thread up to `count` ahead of the consumer. An exception of
     `items` is raised here after every item before it; closing this iterator stops the thread."""
     box: queue.Queue = queue.Queue(maxsize=count)
