@@ -234,11 +234,8 @@ def our_pipeline(models: Path, size: int):
 
 
 def run_ours(pipe, clip: Path, out: Path, steps: int, seed: int) -> None:
-    """What `predict clip.mp4` does after the load: predict_video_file (the streamed one where it exists)."""
-    try:
-        from comfyui_ppd.families.ppvd.clip import predict_video_file
-    except ImportError:
-        from comfyui_ppd.families.ppvd.steps import predict_video_file
+    """What `predict clip.mp4` does after the load: the streamed predict_video_file."""
+    from comfyui_ppd.families.ppvd.clip import predict_video_file
     predict_video_file(pipe, clip, out, steps=steps, seed=seed)
 
 
