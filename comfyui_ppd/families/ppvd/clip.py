@@ -193,13 +193,11 @@ def write_outputs(done: Progress, work: dict[str, Path], out_dir: Path, stem: st
     lo, hi = torch.tensor(done.lo, dtype=torch.float32), torch.tensor(done.hi, dtype=torch.float32)
     writer = VideoWriter(cast(Path, paths["preview"]), fps, overwrite=True) if preview else None
     try:
-        with WriteBehind(limit=4) as pngs:                      # PNG encoding beside the preview's encoding
-            for path, depth in zip(cast(list[Path], paths["png16"]), raw_frames(work["raw"], n, done.size)):
-                grey = imaging.normalize_range(torch.from_numpy(depth), lo, hi)                   # far = 1
-                pngs.submit(images.write_png16, path, (1 - grey).numpy(), True)
-                if writer is not None:
-                    writer.write(preview_frame(grey, preview or "colormap"))
-            pngs.finish()
+        for path, depth in zip(cast(list[Path], paths["png16"]), raw_frames(work["raw"], n, done.size)):
+            grey = imaging.normalize_range(torch.from_numpy(depth), lo, hi)                   # far = 1
+            images.write_png16(path, (1 - grey).numpy(), overwrite=True)
+            if writer is not None:
+                writer.write(preview_frame(grey, preview or "colormap"))
     except BaseException:
         if writer is not None:
             writer.abort()
