@@ -12,6 +12,17 @@ from comfyui_ppd import cli
 av = pytest.importorskip("av", reason="video decoding needs PyAV")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Every run here uses one torch thread, as a one-CPU Ray task does: the files are compared bit for bit, and
+    another thread count may change float sums in the last bit."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def clips(example_clip):
     example_clip("stream/short.mp4", 7)
