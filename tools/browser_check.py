@@ -4,7 +4,8 @@ tools/browser_check.mjs (playwright-core), screenshots plus a JSON/text summary 
 model set (tiny random checkpoints present, or none). Standard library only; torch is needed only by the
 interpreter that writes the tiny checkpoints (--model-python).
 
-    python3 tools/browser_check.py --out /tmp/ppd-browser-check
+    COMFY_DIR=<ComfyUI checkout> COMFY_PYTHON=<its venv python> NODE_PATH=<node_modules with playwright-core> \
+        python3 tools/browser_check.py --out /tmp/ppd-browser-check
 """
 from __future__ import annotations
 
@@ -192,8 +193,10 @@ def summary_lines(results: list[dict]) -> list[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--comfy-dir", type=Path, default=Path(os.environ.get("COMFY_DIR", "/work/comfy27/ComfyUI")))
-    ap.add_argument("--comfy-python", default=os.environ.get("COMFY_PYTHON", "/work/comfy27/venv/bin/python"))
+    ap.add_argument("--comfy-dir", type=Path, default=os.environ.get("COMFY_DIR"),
+                    help="ComfyUI checkout to copy (default: $COMFY_DIR; required)")
+    ap.add_argument("--comfy-python", default=os.environ.get("COMFY_PYTHON"),
+                    help="python of that ComfyUI's venv (default: $COMFY_PYTHON; required)")
     ap.add_argument("--model-python", default=os.environ.get("MODEL_PYTHON", "python3"),
                     help="interpreter with torch that writes the tiny checkpoints")
     ap.add_argument("--out", type=Path, default=Path("/tmp/ppd-browser-check"), help="screenshots and summary")
@@ -206,9 +209,18 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=600, help="seconds per queued workflow")
     ap.add_argument("--startup-timeout", type=float, default=180)
     ap.add_argument("--node", default="node")
-    ap.add_argument("--node-path", default=os.environ.get("NODE_PATH", "/work/pw/node_modules"))
+    ap.add_argument("--node-path", default=os.environ.get("NODE_PATH"),
+                    help="node_modules folder with playwright-core (default: $NODE_PATH; required)")
     ap.add_argument("--chromium", default="/usr/bin/chromium")
     args = ap.parse_args()
+    missing = [f"{flag} (or {env})" for flag, env, value in (("--comfy-dir", "COMFY_DIR", args.comfy_dir),
+               ("--comfy-python", "COMFY_PYTHON", args.comfy_python), ("--node-path", "NODE_PATH", args.node_path))
+               if not value]
+    if missing:
+        ap.error(f"missing {', '.join(missing)}: name the ComfyUI checkout, its venv's python and the node_modules "
+                 "folder holding playwright-core, e.g. COMFY_DIR=~/ComfyUI COMFY_PYTHON=~/ComfyUI/venv/bin/python "
+                 "NODE_PATH=~/pw/node_modules python3 tools/browser_check.py")
+    args.comfy_dir = Path(args.comfy_dir)
     args.designs = [d for d in args.designs.split(",") if d]
     if not set(args.designs) <= set(DESIGNS):
         ap.error(f"--designs takes {','.join(DESIGNS)}")
