@@ -81,10 +81,25 @@ def test_a_killed_model_worker_loses_nothing(ray_session, models, sequential, tm
     assert not [p for p in (tmp_path / "ray").rglob(".*")]           # no temp files left behind
 
 
+def sequential_then_ray(tmp_path, common, capsys) -> str:
+    """`predict in/` to seq/ (one torch thread, as a one-CPU Ray task runs: another thread count may change float
+    sums in the last bit), then with --ray to ray/; returns the --ray run's output."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["predict", str(tmp_path / "in"), "--out", str(tmp_path / "seq"), *map(str, common)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "in"), "--out", str(tmp_path / "ray"), "--ray", "--ray-workers", "1",
+                 *map(str, common)]) == 0
+    return capsys.readouterr().out
+
+
 def test_ray_runs_the_images_on_actors_and_each_video_as_one_task(ray_session, models, tmp_path, capsys):
     """Under --ray the images go to the Ray model actors and each video to one streaming Ray task; the files equal
-    the sequential run's. A Ray task with one CPU runs torch on one thread, so the sequential reference does too:
-    a different thread count may change float sums in the last bit (the CI machine has 2 cores)."""
+    the sequential run's."""
     pytest.importorskip("av", reason="PyAV (pip install av) is needed to write the test video")
     import shutil
 
@@ -96,17 +111,7 @@ def test_ray_runs_the_images_on_actors_and_each_video_as_one_task(ray_session, m
     make_tree(tmp_path / "in", 4)
     write_example_clip(str(tmp_path / "in" / "s0" / "pan.mp4"), frames=3, height=32, width=48)
     common = ("--models-dir", folder, "--area", AREA, "--steps", STEPS, "--no-progress", "--process-size", "32x32")
-    import torch
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main(["predict", str(tmp_path / "in"), "--out", str(tmp_path / "seq"), *map(str, common)]) == 0
-    finally:
-        torch.set_num_threads(threads)
-    capsys.readouterr()
-    assert main(["predict", str(tmp_path / "in"), "--out", str(tmp_path / "ray"), "--ray", "--ray-workers", "1",
-                 *map(str, common)]) == 0
-    text = capsys.readouterr().out
+    text = sequential_then_ray(tmp_path, common, capsys)
     assert counts(text)["done"] == 5 and "videos: the video model (ppvd.pth + pi3.safetensors)" in text
     got, want = output_files(tmp_path / "ray"), output_files(tmp_path / "seq")
     assert "s0/pan_depth.npz" in got and got.keys() == want.keys()
@@ -122,17 +127,7 @@ def test_a_video_through_the_image_model_per_frame_streams_to_the_sequential_fil
     (tmp_path / "in").mkdir()
     write_example_clip(str(tmp_path / "in" / "pan.mp4"), frames=6, height=32, width=48)
     common = ("--models-dir", models["dit"].parent, "--area", AREA, "--steps", STEPS, "--no-progress")
-    import torch
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main(["predict", str(tmp_path / "in"), "--out", str(tmp_path / "seq"), *map(str, common)]) == 0
-    finally:
-        torch.set_num_threads(threads)
-    capsys.readouterr()
-    assert main(["predict", str(tmp_path / "in"), "--out", str(tmp_path / "ray"), "--ray", "--ray-workers", "1",
-                 *map(str, common)]) == 0
-    text = capsys.readouterr().out
+    text = sequential_then_ray(tmp_path, common, capsys)
     assert counts(text) == {"total": 1, "done": 1, "skipped": 0, "failed": 0, "samples": 6}
     got, want = output_files(tmp_path / "ray"), output_files(tmp_path / "seq")
     assert "pan/frames.json" in got and "pan/frame_000005_depth.npy" in got and got == want
