@@ -73,7 +73,9 @@ def test_core_remap_of_the_real_model_pt_keys_maps_back_to_the_official_layout()
 @needs_core
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])        # .safetensors: read from its header first
 def test_core_remapped_tiny_file_gives_bit_identical_outputs(tmp_path, suffix):
-    """The same weights in core's layout (made by core's remap) and in model.pt's layout: equal outputs."""
+    """The same weights in core's layout (made by core's remap) and in model.pt's layout: every parameter equal
+    bit for bit, outputs within float32 rounding (a concatenated qkv may be laid out differently in memory, and
+    some CPU kernels then sum in another order)."""
     model_py = core_moge()
     ckpt = tiny_moge2_full_checkpoint()
     core = model_py._remap_state_dict({k: v.clone().contiguous() for k, v in ckpt["model"].items()})
@@ -81,10 +83,13 @@ def test_core_remapped_tiny_file_gives_bit_identical_outputs(tmp_path, suffix):
     torch.save(core, path) if suffix == ".pt" else save_file({k: v.contiguous() for k, v in core.items()}, str(path))
     ours = load_geometry_model(path)
     ref = load_geometry_model(Checkpoint(ckpt["model"], {"model_config": ckpt["model_config"]}, "model.pt"))
+    mine, theirs = ours.state_dict(), ref.state_dict()
+    assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
     image = torch.rand(1, 3, 56, 70, generator=torch.Generator().manual_seed(0))
     a, b = ours(image, 96), ref(image, 96)
     for key in ("points", "mask", "normal", "metric_scale"):
-        assert torch.equal(a[key], b[key]), key
+        scale = float(b[key].abs().max()) + 1
+        assert float((a[key] - b[key]).abs().max()) <= ENC_TOL * scale, key
 
 
 @needs_core
