@@ -1,10 +1,11 @@
-"""Shipped workflows carry download metadata the frontends can use on a fresh install: every PPD loader lists its
-official files in `properties.models` (name and folder), with the direct URL where frontend 1.27's Missing Models
-dialog accepts it (.safetensors / .sft from Hugging Face); frontend 1.45 reads the same entries for its panel.
+"""Shipped workflows carry download metadata the frontends use on a fresh install: every PPD loader lists its
+official files in `properties.models` (name and folder), with the direct URL for every file that has one, so
+today's frontend (1.45.20) offers Download / Copy URL for them.
 
-The rules below are read from the frontend bundles: 1.27.10 (MissingModelsWarning: allowedSources, allowedSuffixes;
-entries without url or hash are skipped) and 1.45.20 (getSelectedModelsMetadata / enrichCandidateFromNodeProperties:
-an entry applies to the widget whose value equals its name; Copy URL needs its url)."""
+The rule is read from the 1.45.20 bundle (missingModelDownload: isModelDownloadable needs a url from Hugging Face,
+Civitai or localhost and a name ending .safetensors/.sft/.ckpt/.pth/.pt). Frontend 1.27.10's Missing Models dialog
+allows only .safetensors/.sft, so it shows a red "Only allowed suffixes" line for the .pth/.pt entries: accepted,
+documented in docs/nodes.md."""
 from __future__ import annotations
 
 import json
@@ -16,7 +17,8 @@ from comfyui_ppd import catalogue
 from plumbing import REPO
 
 WORKFLOWS = sorted((REPO / "workflows").glob("*.json"))
-ACCEPTED_BY_1_27 = ((".safetensors", ".sft"), ("https://civitai.com/", "https://huggingface.co/"))
+DOWNLOADABLE_IN_1_45 = ((".safetensors", ".sft", ".ckpt", ".pth", ".pt"),
+                       ("https://huggingface.co/", "https://civitai.com/", "http://localhost"))
 
 
 def loaders(path: Path) -> list[dict]:
@@ -24,7 +26,7 @@ def loaders(path: Path) -> list[dict]:
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
-def test_every_official_file_of_a_loader_has_its_folder_and_the_url_where_it_is_safe(path):
+def test_every_official_file_of_a_loader_has_its_folder_and_its_direct_url(path):
     for node in loaders(path):
         files = [v for v in node["widgets_values"] if isinstance(v, str) and v in catalogue.OFFICIAL_FILES]
         assert files, f"{path.name}: node {node['id']} selects no official file"
@@ -33,10 +35,11 @@ def test_every_official_file_of_a_loader_has_its_folder_and_the_url_where_it_is_
         for name in files:
             entry, url = entries[name], catalogue.OFFICIAL_FILES[name].url
             assert entry["directory"] == "ppd"
-            suffixes, sources = ACCEPTED_BY_1_27
-            if url and name.endswith(suffixes) and url.startswith(sources):
-                assert entry["url"] == url
-            else:          # 1.27 would show a red "Only allowed suffixes" line; without url it skips the entry
+            if url:        # 1.45 offers Download / Copy URL only when both the source and the suffix pass
+                suffixes, sources = DOWNLOADABLE_IN_1_45
+                assert entry.get("url") == url, f"{path.name}: {name} lacks its url"
+                assert name.endswith(suffixes) and url.startswith(sources), f"{path.name}: {name} not downloadable"
+            else:          # Google-Drive-only files: nothing a frontend could download
                 assert "url" not in entry and "hash" not in entry, f"{path.name}: {name}"
 
 
