@@ -37,13 +37,14 @@ def test_only_workflows_folder_is_a_template_folder():
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
 def test_workflow_is_fresh_install_friendly(path):
-    """Fixed seeds (a colour-map tweak must not re-run the sampler), and no download metadata the
-    frontend refuses: its Missing Models dialog only accepts .safetensors/.sft URLs."""
+    """Fixed seeds (a colour-map tweak must not re-run the sampler), and only download metadata that frontend
+    1.45 offers (model suffixes of its isModelDownloadable; 1.27 would accept only .safetensors/.sft)."""
     workflow = json.loads(path.read_text())
     for node in workflow["nodes"]:
         assert "randomize" not in (node.get("widgets_values") or []), f"{path.name}: node {node['id']} randomizes"
         for model in (node.get("properties") or {}).get("models", []):
-            assert model.get("url", ".sft").endswith((".safetensors", ".sft")), f"{path.name}: {model['name']}"
+            assert model.get("url", ".sft").endswith((".safetensors", ".sft", ".ckpt", ".pth", ".pt")), \
+                f"{path.name}: {model['name']}"
 
 
 WIDGETS = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
